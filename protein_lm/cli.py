@@ -1,0 +1,147 @@
+"""`protein-lm` command line: finetune, predict, fold, embed, score.
+
+Each subcommand has a parser block in `build_parser` and a `_run_<cmd>(args) -> int`. Bad input
+(`ProteinLMError`, `ValueError`) exits with status 2 and a one-line message; only `main`
+configures logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from protein_lm.errors import MissingExtraError, ProteinLMError
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger(__name__)
+
+TRAIN_TASKS = ("sequence-classification", "token-classification", "regression")
+
+
+# ---------------------------------------------------------------- finetune / predict (PT + TF)
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="fine-tune an ESM model on a CSV/TSV of sequences and labels")
+    p.add_argument("--task", required=True, choices=TRAIN_TASKS)
+    p.add_argument("--model", required=True, help="hub id, local model directory, or 'tiny'")
+    p.add_argument("--train", required=True, type=Path, help="CSV/TSV with sequence,label[,id,mask]")
+    p.add_argument("--validation", required=True, type=Path)
+    p.add_argument("--test", type=Path, default=None, help="evaluated once, with the best checkpoint")
+    p.add_argument("--output-dir", required=True, type=Path)
+    p.add_argument("--framework", choices=("pt", "tf"), default="pt")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--epochs", type=float, default=None, help="default 3 when --max-steps is unset")
+    g.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="default 1e-3 for 'tiny' (from scratch), 5e-5 for pretrained models")
+    p.add_argument("--batch-tokens", type=int, default=8000,
+                   help="token budget per batch, padding included (default 8000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of all weights")
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    raise NotImplementedError("finetune: implemented by the training modules")
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="predict with a fine-tuned model directory")
+    p.add_argument("--model", required=True, help="a model directory written by finetune")
+    p.add_argument("input", type=Path, help="FASTA (or CSV/TSV with a sequence column)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="output CSV")
+    p.add_argument("--framework", choices=("pt", "tf"), default="pt")
+    p.add_argument("--batch-tokens", type=int, default=8000)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    raise NotImplementedError("predict: implemented by the training modules")
+
+
+# ---------------------------------------------------------------- fold
+def _add_fold(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fold", help="predict structures with ESMFold (bulk, resumable)")
+    p.add_argument("input", type=Path, help="FASTA; 'A:B' in a sequence line folds a multimer")
+    p.add_argument("-o", "--output-dir", required=True, type=Path)
+    p.add_argument("--model", default="facebook/esmfold_v1", help="hub id, local dir, or 'tiny'")
+    p.add_argument("--chunk-size", default="auto", help="trunk chunk size, an int or 'auto'")
+    p.add_argument("--format", choices=("pdb", "cif"), default="pdb")
+
+
+def _run_fold(args: argparse.Namespace) -> int:
+    raise NotImplementedError("fold: implemented by protein_lm.folding")
+
+
+# ---------------------------------------------------------------- embed
+def _add_embed(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("embed", help="mean or per-residue embeddings (and contacts) for a FASTA")
+    p.add_argument("--model", required=True, help="hub id, local dir, or 'tiny'")
+    p.add_argument("input", type=Path)
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p.add_argument("--per-residue", action="store_true")
+    p.add_argument("--contacts", action="store_true")
+
+
+def _run_embed(args: argparse.Namespace) -> int:
+    raise NotImplementedError("embed: implemented by protein_lm.embeddings")
+
+
+# ---------------------------------------------------------------- score
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="zero-shot variant effect scores")
+    p.add_argument("--model", required=True, help="hub id, local dir, or 'tiny'")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--sequence", help="wild-type sequence")
+    src.add_argument("--fasta", type=Path, help="FASTA holding the wild-type sequence")
+    p.add_argument("--mutations", required=True, type=Path, help="CSV with a 'mutant' column")
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p.add_argument("--offset", type=int, default=1, help="number of the first residue (default 1)")
+    p.add_argument("--strategy", nargs="+", default=["masked-marginals"],
+                   choices=("wt-marginals", "masked-marginals", "pseudo-ppl"))
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    raise NotImplementedError("score: implemented by protein_lm.variants")
+
+
+# ---------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    """The `protein-lm` argument parser with all subcommands."""
+    parser = argparse.ArgumentParser(prog="protein-lm", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_finetune, _add_predict, _add_fold, _add_embed, _add_score):
+        add(sub)
+    return parser
+
+
+_RUNNERS = {
+    "finetune": lambda a: _run_finetune(a),
+    "predict": lambda a: _run_predict(a),
+    "fold": lambda a: _run_fold(a),
+    "embed": lambda a: _run_embed(a),
+    "score": lambda a: _run_score(a),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `protein-lm`; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return _RUNNERS[args.command](args)
+    except MissingExtraError as exc:
+        print(f"protein-lm {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except (ProteinLMError, ValueError, FileNotFoundError) as exc:
+        print(f"protein-lm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
