@@ -1,0 +1,364 @@
+"""Loaders for the bundled real data sets and the CLI's CSV/TSV training format.
+
+Files are found, in order, in `$PROTEIN_LM_DATA`, in `../shared/data` beside the checkout (what
+tests and CI use), and in the user cache (`$PROTEIN_LM_CACHE`, default `~/.cache/protein_lm`),
+which is filled on first use by downloading the file from its public source and checking its
+SHA-256. Offline with nothing found: `DataNotFoundError` naming the file, the folders searched and
+the source address.
+
+Data sets (see ../shared/data/README.md for provenance and licences):
+
+- DeepLoc 1.0 (`load_deeploc`): the source ships a validation file (1,678) and a test file
+  (2,768) but no training file, so train/validation are a seeded, stratified 90/10 split of the
+  validation file. 10-class localisation drops the 23 dual-location records (`Cytoplasm-Nucleus`);
+  membrane-vs-soluble drops records whose membrane flag is `U` (unknown).
+- FLIP 3-state secondary structure (`load_secondary_structure`): the source's own split (train
+  9,712, validation 1,080, test 364), per-residue labels H/E/C and a 0/1 resolved mask.
+- BLAT beta-lactamase DMS (`load_blat`): 4,996 single mutants, fitness column `2500`, offset 24.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import urllib.request
+import zipfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from protein_lm.errors import DataNotFoundError, InvalidInputError, InvalidSequenceError
+from protein_lm.sequences import read_fasta, validate
+
+__all__ = [
+    "SOURCES",
+    "data_dirs",
+    "data_path",
+    "read_deeploc",
+    "load_deeploc",
+    "load_secondary_structure",
+    "DmsData",
+    "load_blat",
+    "read_table",
+    "write_table",
+    "encode_labels",
+]
+
+_ESM = "https://raw.githubusercontent.com/facebookresearch/esm/2b369911"
+_FLIP_ZIP = "https://github.com/J-SNACKKB/FLIP/raw/62cace87/splits/secondary_structure/splits.zip"
+_DEEPLOC = "https://raw.githubusercontent.com/HannesStark/protein-localization/7b0be1e6/data_files"
+
+# relative path -> (source URL, SHA-256, member inside a zip archive or None)
+SOURCES: dict[str, tuple[str, str, str | None]] = {
+    "deeploc/deeploc_our_val_set.fasta": (f"{_DEEPLOC}/deeploc_our_val_set.fasta", "5fddf9a7c076c7a0c34e46bdf8a530fddb8cd17a54b28d8e7ebcf3d4fbbf77d6", None),
+    "deeploc/deeploc_test_set.fasta": (f"{_DEEPLOC}/deeploc_test_set.fasta", "b4d4fb4dbf53e87fb1bff9cbad41919c7c1f2615299a0dd50ecb5a4d002b4b6a", None),
+    "secondary_structure/sequences.fasta": (_FLIP_ZIP, "cc69cb36650161fa08874c7a3a2ceceb9c3bbab1b6394cb875647c1b8b4a4b03", "sequences.fasta"),
+    "secondary_structure/sampled.fasta": (_FLIP_ZIP, "d74173c6ecd35339e9455565b45160f7285d401a1fc05e814af67bcb7bb83ad1", "sampled.fasta"),
+    "secondary_structure/mask.fasta": (_FLIP_ZIP, "6ffafb87ab0d40781103594d3a8fa202d1db741fd49cc00fe6220797bf55897f", "mask.fasta"),
+    "variants/BLAT_ECOLX_Ranganathan2015.csv": (f"{_ESM}/examples/variant-prediction/data/BLAT_ECOLX_Ranganathan2015.csv", "2bf86306d8841b771bc8d8e717adac8d75adf1586759c0ccc1878ff408e13a29", None),
+    "some_proteins.fasta": (f"{_ESM}/examples/data/some_proteins.fasta", "fcc1c158a063817e1a9bacc377d57eb28458f8358c417fcad3fce42bc235fee5", None),
+}  # fmt: skip
+
+# TEM-1 mature chain, first residue numbered 24 (examples/variant-prediction/README.md of fair-esm
+# @2b369911); used when variants/BLAT_ECOLX.fasta is not on disk, since the source has no file.
+_BLAT_WT = (
+    "HPETLVKVKDAEDQLGARVGYIELDLNSGKILESFRPEERFPMMSTFKVLLCGAVLSRVDAGQEQLGRRIHYSQNDLVEYSPVTEKHLTDG"
+    "MTVRELCSAAITMSDNTAANLLLTTIGGPKELTAFLHNMGDHVTRLDRWEPELNEAIPNDERDTTMPAAMATTLRKLLTGELLTLASRQQ"
+    "LIDWMEADKVAGPLLRSALPAGWFIADKSGAGERGSRGIIAALGPDGKPSRIVVIYTTGSQATMDERNRQIAEIGASLIKHW"
+)
+BLAT_OFFSET = 24
+
+
+def data_dirs() -> list[Path]:
+    """Folders searched for data files, in order (the cache last)."""
+    dirs = []
+    if os.environ.get("PROTEIN_LM_DATA"):
+        dirs.append(Path(os.environ["PROTEIN_LM_DATA"]))
+    here = Path(__file__).resolve().parent
+    for base in (here.parent.parent, Path.cwd().parent, Path.cwd().parent.parent):
+        cand = base / "shared" / "data"
+        if cand not in dirs:
+            dirs.append(cand)
+    dirs.append(_cache_dir())
+    return dirs
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("PROTEIN_LM_CACHE", Path.home() / ".cache" / "protein_lm"))
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _download(name: str, url: str, sha: str, member: str | None, dest: Path) -> None:
+    with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310 - fixed https/file URLs
+        payload = resp.read()
+    if member is not None:
+        with zipfile.ZipFile(io.BytesIO(payload)) as zf:
+            matches = [m for m in zf.namelist() if m.rsplit("/", 1)[-1] == member]
+            if not matches:
+                raise DataNotFoundError(f"{url} has no member {member!r} (needed for {name})")
+            payload = zf.read(matches[0])
+    if _sha256(payload) != sha:
+        raise DataNotFoundError(f"Downloaded {name} from {url} but its SHA-256 does not match {sha}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    tmp.write_bytes(payload)
+    os.replace(tmp, dest)
+
+
+def data_path(name: str, *, download: bool = True) -> Path:
+    """Absolute path of a bundled data file such as `"deeploc/deeploc_test_set.fasta"`."""
+    for folder in data_dirs():
+        if (folder / name).is_file():
+            return folder / name
+    searched = ", ".join(str(d) for d in data_dirs())
+    source = SOURCES.get(name)
+    if source is None:
+        raise DataNotFoundError(f"Data file {name!r} not found in: {searched}. Set PROTEIN_LM_DATA.")
+    url, sha, member = source
+    dest = _cache_dir() / name
+    if download:
+        try:
+            _download(name, url, sha, member, dest)
+            return dest
+        except DataNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - offline, DNS, HTTP errors: one clear message
+            reason = f" (download failed: {exc})"
+    else:
+        reason = ""
+    raise DataNotFoundError(
+        f"Data file {name!r} not found in: {searched}{reason}. Point PROTEIN_LM_DATA at a folder "
+        f"holding it, or download it from {url}" + (f" (member {member})" if member else "")
+        + f" and check SHA-256 {sha}."
+    )
+
+
+# ------------------------------------------------------------------------------------ DeepLoc
+def read_deeploc(split: Literal["validation", "test"]) -> list[dict[str, str]]:
+    """All records of one DeepLoc file: id, sequence, location, membrane (M/S/U)."""
+    fname = {"validation": "deeploc_our_val_set.fasta", "test": "deeploc_test_set.fasta"}[split]
+    rows = []
+    for rec in read_fasta(data_path(f"deeploc/{fname}")):
+        tag = rec.description.split()[0]
+        location, _, membrane = tag.rpartition("-")  # dual locations: split at the last '-'
+        rows.append({"id": rec.id, "sequence": rec.sequence, "location": location,
+                     "membrane": membrane})
+    return rows
+
+
+def load_deeploc(
+    task: Literal["localization", "membrane"] = "localization",
+    *,
+    seed: int = 0,
+    validation_fraction: float = 0.1,
+) -> Any:
+    """DeepLoc as a `datasets.DatasetDict` (train, validation, test) with id, sequence, label."""
+    import datasets
+    from sklearn.model_selection import train_test_split
+
+    if task not in ("localization", "membrane"):
+        raise ValueError(f"`task` must be 'localization' or 'membrane', got {task!r}")
+
+    def select(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+        out = []
+        for r in rows:
+            if task == "localization":
+                if "-" in r["location"]:
+                    continue  # dual location (23 records): not one of the 10 classes
+                label = r["location"]
+            else:
+                if r["membrane"] not in ("M", "S"):
+                    continue
+                label = "membrane" if r["membrane"] == "M" else "soluble"
+            out.append({"id": r["id"], "sequence": r["sequence"], "label": label})
+        return out
+
+    pool, test = select(read_deeploc("validation")), select(read_deeploc("test"))
+    labels = [r["label"] for r in pool]
+    # Stratify only when every class has at least 2 members (sklearn requires it).
+    strat = labels if min(Counter(labels).values()) >= 2 else None
+    train, val = train_test_split(pool, test_size=validation_fraction, random_state=seed,
+                                  stratify=strat)
+    return datasets.DatasetDict({
+        split: datasets.Dataset.from_list(rows)
+        for split, rows in (("train", train), ("validation", val), ("test", test))
+    })
+
+
+# ------------------------------------------------------------------- FLIP secondary structure
+def load_secondary_structure() -> Any:
+    """FLIP 3-state secondary structure as a `DatasetDict` (train, validation, test).
+
+    Columns: id, sequence, label (one of H/E/C per residue), mask (`1` resolved, `0` ignore).
+    """
+    import datasets
+
+    seqs = {r.id: r.sequence for r in read_fasta(data_path("secondary_structure/sequences.fasta"))}
+    masks = {r.id: r.sequence for r in read_fasta(data_path("secondary_structure/mask.fasta"),
+                                                  validate_sequences=False)}
+    splits: dict[str, list[dict[str, str]]] = {"train": [], "validation": [], "test": []}
+    for rec in read_fasta(data_path("secondary_structure/sampled.fasta"), validate_sequences=False):
+        meta = dict(kv.split("=", 1) for kv in rec.description.split())
+        split = "test" if meta["SET"] == "test" else (
+            "validation" if meta["VALIDATION"] == "True" else "train")
+        seq, mask = seqs[rec.id], masks[rec.id]
+        if not (len(seq) == len(rec.sequence) == len(mask)):
+            raise InvalidInputError(f"FLIP record {rec.id!r}: sequence, labels and mask differ in length")
+        splits[split].append({"id": rec.id, "sequence": seq, "label": rec.sequence, "mask": mask})
+    return datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in splits.items()})
+
+
+# ------------------------------------------------------------------------------------ BLAT DMS
+@dataclass(frozen=True)
+class DmsData:
+    """A deep mutational scan: `wild_type` sequence, residue number `offset` of its first letter,
+    and `data` (a `datasets.Dataset` with `mutant` such as `H24C` and `label`, the fitness)."""
+
+    name: str
+    wild_type: str
+    offset: int
+    data: Any
+
+
+def load_blat(fitness_column: str = "2500") -> DmsData:
+    """TEM-1 beta-lactamase DMS (Stiffler et al. 2015): 4,996 single mutants, offset 24."""
+    import datasets
+    import pandas as pd
+
+    try:
+        wt = read_fasta(data_path("variants/BLAT_ECOLX.fasta", download=False))[0].sequence
+    except DataNotFoundError:
+        wt = _BLAT_WT
+    df = pd.read_csv(data_path("variants/BLAT_ECOLX_Ranganathan2015.csv"), encoding="utf-8-sig")
+    if fitness_column not in df.columns:
+        raise InvalidInputError(f"BLAT csv has no column {fitness_column!r}; has {list(df.columns)}")
+    df = df.rename(columns={fitness_column: "label"})[["mutant", "label"]]
+    return DmsData("BLAT_ECOLX", wt, BLAT_OFFSET, datasets.Dataset.from_pandas(df, preserve_index=False))
+
+
+# ----------------------------------------------------------------- CLI training file format
+TableTask = Literal["sequence-classification", "token-classification", "regression"]
+
+
+def read_table(path: str | os.PathLike[str], task: TableTask) -> Any:
+    """Read and validate a CSV/TSV with `sequence`, `label` (and optional `id`, `mask`).
+
+    Returns a `datasets.Dataset` with columns id, sequence, label (str or float) and, for token
+    tasks, mask (a 0/1 string, all ones when absent). Any problem raises `InvalidInputError` naming
+    the file, the 1-based data row and the field.
+    """
+    import datasets
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"{path}: file not found")
+    text = path.read_text(encoding="utf-8-sig")
+    if not text.strip():
+        raise InvalidInputError(f"{path}: file is empty")
+    delim = "\t" if path.suffix.lower() in (".tsv", ".tab") or "\t" in text.splitlines()[0] else ","
+    reader = csv.DictReader(io.StringIO(text), delimiter=delim)
+    fields = [f.strip() for f in (reader.fieldnames or [])]
+    missing = {"sequence", "label"} - set(fields)
+    if missing:
+        raise InvalidInputError(f"{path}: missing column(s) {sorted(missing)}; found {fields}; "
+                                "expected sequence,label and optional id,mask")
+    unknown = set(fields) - {"id", "sequence", "label", "mask"}
+    if unknown:
+        raise InvalidInputError(f"{path}: unknown column(s) {sorted(unknown)}; allowed: id, sequence, label, mask")
+    rows: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(reader, start=1):
+        raw = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+        rid = raw.get("id") or f"row{i}"
+        where = f"{path}, row {i} (id {rid!r})"
+        if rid in seen:
+            raise InvalidInputError(f"{where}: duplicate id (first at row {seen[rid]})")
+        seen[rid] = i
+        try:
+            seq = validate(raw["sequence"], rid)
+        except InvalidSequenceError as exc:
+            raise InvalidInputError(f"{where}, field 'sequence': {exc}") from None
+        label: Any = raw["label"]
+        if label == "":
+            raise InvalidInputError(f"{where}, field 'label': empty")
+        row: dict[str, Any] = {"id": rid, "sequence": seq}
+        if task == "regression":
+            try:
+                label = float(label)
+            except ValueError:
+                raise InvalidInputError(f"{where}, field 'label': {label!r} is not a number") from None
+        elif task == "token-classification":
+            if len(label) != len(seq):
+                raise InvalidInputError(f"{where}, field 'label': {len(label)} labels for a sequence of "
+                                        f"{len(seq)} residues (one class character per residue)")
+            mask = raw.get("mask") or "1" * len(seq)
+            if len(mask) != len(seq) or set(mask) - {"0", "1"}:
+                raise InvalidInputError(f"{where}, field 'mask': must be {len(seq)} characters of 0/1")
+            row["mask"] = mask
+        row["label"] = label
+        rows.append(row)
+    if not rows:
+        raise InvalidInputError(f"{path}: no data rows")
+    return datasets.Dataset.from_list(rows)
+
+
+def write_table(dataset: Any, path: str | os.PathLike[str]) -> Path:
+    """Write a dataset with id/sequence/label[/mask] columns as the CLI's CSV (TSV for `.tsv`)."""
+    path = Path(path)
+    cols = [c for c in ("id", "sequence", "label", "mask") if c in dataset.column_names]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        w.writerow(cols)
+        for row in dataset.select_columns(cols):
+            w.writerow([row[c] for c in cols])
+    os.replace(tmp, path)
+    return path
+
+
+def encode_labels(
+    dataset: Any,
+    task: TableTask,
+    label2id: dict[str, int] | None = None,
+    *,
+    source: str = "data",
+) -> tuple[Any, dict[int, str] | None]:
+    """Add a `labels` column (class ids, floats, or per-residue ids with -100 where mask is 0).
+
+    `label2id` defaults to the sorted classes of `dataset` (pass the training mapping for
+    validation/test). A class not in `label2id` raises `InvalidInputError` naming the row.
+    Returns the dataset and `id2label` (None for regression).
+    """
+    if task == "regression":
+        return dataset.map(lambda r: {"labels": float(r["label"])}), None
+    if label2id is None:
+        if task == "token-classification":
+            classes = sorted(set("".join(dataset["label"])))
+        else:
+            classes = sorted(set(dataset["label"]))
+        if len(classes) < 2:
+            raise InvalidInputError(f"{source}: only one class ({classes}) in the labels; "
+                                    "classification needs at least two")
+        label2id = {c: i for i, c in enumerate(classes)}
+
+    def enc(row: dict[str, Any], idx: int) -> dict[str, Any]:
+        if task == "token-classification":
+            mask = row.get("mask") or "1" * len(row["label"])
+            bad = [c for c in set(row["label"]) if c not in label2id]
+            if bad:
+                raise InvalidInputError(f"{source}, row {idx + 1} (id {row.get('id')!r}), field 'label': "
+                                        f"unknown class {bad[0]!r}; known: {sorted(label2id)}")
+            return {"labels": [label2id[c] if m == "1" else -100 for c, m in zip(row["label"], mask)]}
+        if row["label"] not in label2id:
+            raise InvalidInputError(f"{source}, row {idx + 1} (id {row.get('id')!r}), field 'label': "
+                                    f"unknown class {row['label']!r}; known: {sorted(label2id)}")
+        return {"labels": label2id[row["label"]]}
+
+    return dataset.map(enc, with_indices=True), {i: c for c, i in label2id.items()}
