@@ -1,0 +1,211 @@
+"""Framework-neutral outputs of a training run: atomic output directory, log, metrics, plot, predictions.
+
+Both training back ends (`protein_lm.torch_training`, `protein_lm.tf_training`) write the same files:
+
+- `training_log.csv`: one row per logging event, columns `step, epoch, split, name, value`
+  (long format: `split` is "train" or "validation", `name` a loss or metric name such as `loss`,
+  `q3`, `accuracy`), written by `write_training_log`;
+- `metrics.json`: `{"validation": {...}, "test": {...} | null, "best_step": int | null, ...}` written
+  by `write_metrics` (validation = the best checkpoint's scores, test = evaluated once at the end);
+- `training_curves.png`: loss and validation metric against step (`plot_training_curves`);
+- predictions CSV: `id, prediction[, prob_<class>...]` (`write_predictions`).
+
+A run writes into `atomic_output_dir(final)`, a temporary sibling folder renamed onto `final` only
+when the block finishes without an exception, so a failed run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import numbers
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protein_lm.errors import InvalidInputError, require
+from protein_lm.sequences import atomic_write_text
+
+__all__ = [
+    "LogEntry",
+    "atomic_output_dir",
+    "write_training_log",
+    "read_training_log",
+    "write_metrics",
+    "plot_training_curves",
+    "write_predictions",
+    "TRAINING_LOG",
+    "METRICS_FILE",
+    "CURVES_FILE",
+]
+
+TRAINING_LOG = "training_log.csv"
+METRICS_FILE = "metrics.json"
+CURVES_FILE = "training_curves.png"
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One logged value: `value` of `name` ("loss", "q3", ...) on `split` at optimiser `step`."""
+
+    step: int
+    epoch: float
+    split: str  # "train" or "validation"
+    name: str
+    value: float
+
+
+@contextlib.contextmanager
+def atomic_output_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary folder that replaces `path` only if the block succeeds.
+
+    Raises `InvalidInputError` up front when `path` exists and is not empty (unless `overwrite`),
+    so a run never mixes old and new files. The temporary folder sits beside `path` (same file
+    system, so the final `os.replace` is a rename) and is deleted on any exception.
+    """
+    final = Path(path)
+    if final.exists() and (not final.is_dir() or any(final.iterdir())) and not overwrite:
+        raise InvalidInputError(
+            f"Output directory {str(final)!r} already exists and is not empty; choose a new "
+            "directory or pass overwrite=True (CLI: --overwrite)"
+        )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_training_log(entries: Sequence[LogEntry], path: str | os.PathLike[str]) -> Path:
+    """Write `entries` as `training_log.csv` (columns step, epoch, split, name, value)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["step", "epoch", "split", "name", "value"])
+    for e in entries:
+        writer.writerow([e.step, f"{e.epoch:.4f}", e.split, e.name, repr(float(e.value))])
+    atomic_write_text(path, buf.getvalue())
+    return Path(path)
+
+
+def read_training_log(path: str | os.PathLike[str]) -> list[LogEntry]:
+    """Read a `training_log.csv` written by `write_training_log`."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [
+            LogEntry(int(r["step"]), float(r["epoch"]), r["split"], r["name"], float(r["value"]))
+            for r in csv.DictReader(fh)
+        ]
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, NaN/inf to None (JSON has no NaN)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_metrics(
+    path: str | os.PathLike[str],
+    validation: Mapping[str, Any],
+    test: Mapping[str, Any] | None = None,
+    **extra: Any,
+) -> Path:
+    """Write `metrics.json` = `{"validation": ..., "test": ... or null, **extra}` (sorted keys)."""
+    payload = {"validation": dict(validation), "test": dict(test) if test is not None else None}
+    payload.update(extra)
+    atomic_write_text(path, json.dumps(_clean(payload), indent=2, sort_keys=True) + "\n")
+    return Path(path)
+
+
+def plot_training_curves(
+    entries: Sequence[LogEntry], path: str | os.PathLike[str], *, title: str = ""
+) -> Path:
+    """Save a two-panel PNG: losses (train, validation) and validation metrics against step."""
+    require("matplotlib", "notebooks")
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)  # file output only; keeps notebooks' inline backend
+    from matplotlib.figure import Figure  # no pyplot state: safe in threads and scripts
+
+    fig = Figure(figsize=(10, 4), dpi=100)
+    ax_loss, ax_metric = fig.subplots(1, 2)
+    series: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+    for e in entries:
+        xs, ys = series.setdefault((e.split, e.name), ([], []))
+        xs.append(e.step)
+        ys.append(e.value)
+    for (split, name), (xs, ys) in sorted(series.items()):
+        ax = ax_loss if "loss" in name else ax_metric
+        if split == "train" and "loss" not in name:
+            continue  # learning rate, grad norm: not plotted
+        ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=f"{split} {name}")
+    ax_loss.set(xlabel="optimiser step", ylabel="loss", title="loss")
+    ax_metric.set(xlabel="optimiser step", ylabel="score", title="validation metrics")
+    for ax in (ax_loss, ax_metric):
+        if ax.lines:
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
+
+
+def write_predictions(
+    path: str | os.PathLike[str],
+    ids: Sequence[str],
+    predictions: Sequence[Any],
+    probabilities: Any = None,
+    class_names: Sequence[str] | None = None,
+) -> Path:
+    """Write the predictions CSV: `id, prediction` plus `prob_<class>` columns when given.
+
+    Parameters
+    ----------
+    predictions : sequence
+        Class names, numbers (regression) or per-residue strings (token tasks), one per id.
+    probabilities : array of float, shape (N, C), optional
+        Class probabilities of sequence classification, columns in `class_names` order.
+    """
+    if len(ids) != len(predictions):
+        raise ValueError(f"{len(ids)} ids but {len(predictions)} predictions")
+    header = ["id", "prediction"]
+    if probabilities is not None:
+        width = len(probabilities[0]) if len(ids) else len(class_names or ())
+        if class_names is None or len(class_names) != width:
+            raise ValueError(f"`class_names` must name all {width} probability columns")
+        header += [f"prob_{c}" for c in class_names]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for i, (rid, pred) in enumerate(zip(ids, predictions)):
+        is_number = isinstance(pred, numbers.Real) and not isinstance(pred, numbers.Integral)
+        row = [rid, repr(float(pred)) if is_number else pred]
+        if probabilities is not None:
+            row += [f"{float(p):.6g}" for p in probabilities[i]]
+        writer.writerow(row)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, buf.getvalue())
+    return Path(path)

@@ -1,0 +1,202 @@
+"""A transformers `Trainer` that feeds token-budget batches, plus the callbacks a run needs.
+
+Why a subclass: the stock `Trainer` builds its loaders from a per-device batch *size*; protein
+batches are cheaper and faster when sized by a token *budget* (padding counted) and grouped by
+length. `TokenBudgetTrainer` passes `TokenBudgetBatchSampler` as the loader's `batch_sampler`:
+
+- training, one process: the sampler shuffles within length pools, reshuffled every epoch;
+- training, N processes (torchrun / accelerate, DDP): every process builds the same batch order
+  (seeded by `seed + epoch`) and keeps every N-th batch (`num_replicas`/`rank`), dropping the
+  ragged tail so all processes take the same number of steps; accelerate's own
+  `BatchSamplerShard` wrapper is made a pass-through, as the Trainer does for its own rank-aware
+  `BatchRebalanceSampler`;
+- evaluation: every process evaluates the *whole* split in length order and metrics are computed
+  locally (no cross-process gather). Gathering variable-size batches would pad or duplicate
+  examples; repeating evaluation on each process is exact and identical on every rank, at the cost
+  of evaluation time that does not shrink with N.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from protein_lm.batching import IGNORE_INDEX, Collator, TokenBudgetBatchSampler
+from protein_lm.reporting import LogEntry
+
+__all__ = ["ExampleDataset", "TokenBudgetTrainer", "LogRecorder", "TimeBudget"]
+
+
+class ExampleDataset:
+    """Map-style dataset of `{"sequence", "labels"}` examples (what `Collator` takes)."""
+
+    def __init__(self, sequences: Sequence[str], labels: Sequence[Any] | None = None) -> None:
+        self.sequences = list(sequences)
+        self.labels = None if labels is None else list(labels)
+        self.lengths = np.fromiter(map(len, self.sequences), dtype=np.int64, count=len(self.sequences))
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if self.labels is None:
+            return {"sequence": self.sequences[i]}
+        return {"sequence": self.sequences[i], "labels": self.labels[i]}
+
+
+def _trainer_class() -> type:
+    from transformers import Trainer
+
+    class _TokenBudgetTrainer(Trainer):
+        """`Trainer` with token-budget batches, optional class weights and local evaluation."""
+
+        def __init__(
+            self,
+            *args: Any,
+            batch_tokens: int,
+            eval_batch_tokens: int,
+            max_length: int,
+            class_weights: Sequence[float] | None = None,
+            **kwargs: Any,
+        ) -> None:
+            super().__init__(*args, **kwargs)
+            self.batch_tokens, self.eval_batch_tokens = batch_tokens, eval_batch_tokens
+            self.max_length = max_length
+            self.class_weights = None if class_weights is None else list(class_weights)
+            # Evaluation is local to each process (see module docstring): no cross-process gather.
+            self.gather_function = lambda tensors: tensors
+
+        def get_train_dataloader(self) -> Any:
+            from torch.utils.data import DataLoader
+
+            ds = self.train_dataset
+            sampler = TokenBudgetBatchSampler(
+                ds.lengths, self.batch_tokens, shuffle=True, seed=self.args.seed,
+                num_replicas=max(1, self.args.world_size), rank=self.args.process_index,
+            )
+            loader = self.accelerator.prepare(
+                DataLoader(ds, batch_sampler=sampler, collate_fn=self.data_collator, num_workers=0)
+            )
+            wrapper = getattr(loader, "batch_sampler", None)
+            if getattr(wrapper, "batch_sampler", None) is sampler:
+                wrapper.num_processes, wrapper.process_index = 1, 0  # already sharded by rank
+            return loader
+
+        def _eval_loader(self, ds: Any) -> Any:
+            from torch.utils.data import DataLoader
+
+            sampler = TokenBudgetBatchSampler(ds.lengths, self.eval_batch_tokens, shuffle=False)
+            return DataLoader(ds, batch_sampler=sampler, collate_fn=self.data_collator)
+
+        def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+            ds = eval_dataset if eval_dataset is not None else self.eval_dataset
+            if isinstance(ds, str):
+                ds = self.eval_dataset[ds]
+            return self._eval_loader(ds)
+
+        def get_test_dataloader(self, test_dataset: Any) -> Any:
+            return self._eval_loader(test_dataset)
+
+        def compute_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            if self.class_weights is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            import torch
+
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            logits = outputs.logits  # (B, C) or (B, T, C)
+            weight = torch.tensor(self.class_weights, dtype=torch.float32, device=logits.device)
+            # Weighted mean over labelled positions; float32 so fp16/bf16 logits do not overflow.
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                weight=weight, ignore_index=IGNORE_INDEX,
+            )
+            return (loss, outputs) if return_outputs else loss
+
+    return _TokenBudgetTrainer
+
+
+def TokenBudgetTrainer(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - class factory
+    """Build the `Trainer` subclass (transformers imported lazily) and instantiate it.
+
+    Extra keyword arguments: `batch_tokens`, `eval_batch_tokens`, `max_length` and optional
+    `class_weights` (one float per class, weighted cross-entropy).
+    """
+    return _trainer_class()(*args, **kwargs)
+
+
+def make_collator(task: str, max_length: int) -> Collator:
+    """The torch collator for `task`, truncating at `max_length` tokens (policy applied earlier)."""
+    return Collator(task, max_length=max_length, return_tensors="pt")  # type: ignore[arg-type]
+
+
+def _callback_base() -> type:
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+def LogRecorder() -> Any:  # noqa: N802 - class factory
+    """A `TrainerCallback` collecting every logged value as `reporting.LogEntry` in `.entries`."""
+
+    class _LogRecorder(_callback_base()):
+        def __init__(self) -> None:
+            self.entries: list[LogEntry] = []
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
+                   **kwargs: Any) -> None:
+            for key, value in (logs or {}).items():
+                if key == "epoch" or not isinstance(value, (int, float)) or key.endswith(
+                    ("_runtime", "_per_second", "_steps_per_second")
+                ):
+                    continue
+                split, name = ("validation", key[5:]) if key.startswith("eval_") else ("train", key)
+                if name.startswith("train_"):  # end-of-training summary (train_loss, ...)
+                    continue
+                self.entries.append(
+                    LogEntry(state.global_step, float(state.epoch or 0.0), split, name, float(value))
+                )
+
+    return _LogRecorder()
+
+
+def TimeBudget(seconds: float | None) -> Any:  # noqa: N802 - class factory
+    """A `TrainerCallback` that stops training after `seconds` of wall time (None: no limit).
+
+    The last step (time budget or `max_steps`) is always evaluated and saved, so the choice of the
+    best checkpoint sees it. In DDP, rank 0 decides and broadcasts, so all processes stop together.
+    """
+
+    class _TimeBudget(_callback_base()):
+        def __init__(self) -> None:
+            self.start = 0.0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.start = time.monotonic()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step >= state.max_steps:
+                control.should_evaluate = control.should_save = True
+            if seconds is None:
+                return
+            stop = time.monotonic() - self.start > seconds
+            if args.world_size > 1:
+                import torch
+                import torch.distributed as dist
+
+                device = args.device if dist.get_backend() == "nccl" else "cpu"
+                flag = torch.tensor([float(stop)], device=device)
+                dist.broadcast(flag, src=0)
+                stop = bool(flag.item())
+            if stop and not control.should_training_stop:
+                control.should_training_stop = True
+                control.should_evaluate = True
+                control.should_save = True
+
+    return _TimeBudget()

@@ -1,0 +1,146 @@
+"""Data loaders on the real bundled files, the lookup order, and the CLI table format."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from protein_lm import data
+from protein_lm.errors import DataNotFoundError, InvalidInputError
+
+
+def test_deeploc_raw_counts(shared_data: Path) -> None:
+    assert len(data.read_deeploc("validation")) == 1678
+    test = data.read_deeploc("test")
+    assert len(test) == 2768
+    assert {r["membrane"] for r in test} == {"M", "S", "U"}
+
+
+def test_deeploc_localization_split_is_seeded_and_drops_dual_locations(shared_data: Path) -> None:
+    a = data.load_deeploc(seed=0)
+    b = data.load_deeploc(seed=0)
+    c = data.load_deeploc(seed=1)
+    assert len(a["train"]) + len(a["validation"]) == 1678 - 23
+    assert len(a["test"]) == 2768
+    assert a["validation"]["id"] == b["validation"]["id"] != c["validation"]["id"]
+    assert not set(a["train"]["id"]) & set(a["validation"]["id"])
+    assert len(set(a["train"]["label"])) == 10
+    assert not any("-" in lab for lab in a["train"]["label"])
+
+
+def test_deeploc_membrane_task_drops_unknown(shared_data: Path) -> None:
+    m = data.load_deeploc("membrane")
+    assert set(m["test"]["label"]) == {"membrane", "soluble"}
+    raw_ms = sum(r["membrane"] in "MS" for r in data.read_deeploc("test"))
+    assert len(m["test"]) == raw_ms
+
+
+def test_secondary_structure_splits_and_mask(shared_data: Path) -> None:
+    ss = data.load_secondary_structure()
+    assert {k: len(v) for k, v in ss.items()} == {"train": 9712, "validation": 1080, "test": 364}
+    row = ss["test"][0]
+    assert len(row["sequence"]) == len(row["label"]) == len(row["mask"])
+    assert set("".join(ss["test"]["label"])) == {"H", "E", "C"}
+    assert "0" in "".join(ss["test"]["mask"])  # unresolved residues exist and must be ignored
+
+
+def test_secondary_structure_labels_are_token_aligned(shared_data: Path) -> None:
+    ss = data.load_secondary_structure()["test"].select(range(3))
+    enc, id2label = data.encode_labels(ss, "token-classification")
+    assert id2label == {0: "C", 1: "E", 2: "H"}
+    for row in enc:
+        for lab, ch, m in zip(row["labels"], row["label"], row["mask"]):
+            assert lab == (-100 if m == "0" else {"C": 0, "E": 1, "H": 2}[ch])
+
+
+def test_blat_wild_type_matches_every_mutant(shared_data: Path) -> None:
+    dms = data.load_blat()
+    assert len(dms.data) == 4996 and dms.offset == 24
+    for m in dms.data["mutant"]:
+        assert dms.wild_type[int(m[1:-1]) - dms.offset] == m[0], m
+    assert dms.wild_type == data._BLAT_WT  # the built-in fallback equals the file
+
+
+def test_missing_file_error_names_file_folders_and_source(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PROTEIN_LM_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("PROTEIN_LM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "data_dirs", lambda: [tmp_path / "nowhere", tmp_path / "cache"])
+    with pytest.raises(DataNotFoundError) as err:
+        data.data_path("some_proteins.fasta", download=False)
+    msg = str(err.value)
+    assert "some_proteins.fasta" in msg and "nowhere" in msg and "facebookresearch/esm" in msg
+
+
+def test_download_into_cache_checks_sha256(tmp_path: Path, monkeypatch, shared_data: Path) -> None:
+    """The download path, served from a file:// URL (never the network)."""
+    src = shared_data / "some_proteins.fasta"
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(data, "data_dirs", lambda: [cache])
+    monkeypatch.setattr(data, "_cache_dir", lambda: cache)
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    monkeypatch.setitem(data.SOURCES, "some_proteins.fasta", (src.as_uri(), sha, None))
+    path = data.data_path("some_proteins.fasta")
+    assert path == cache / "some_proteins.fasta" and path.read_bytes() == src.read_bytes()
+    path.unlink()
+    monkeypatch.setitem(data.SOURCES, "some_proteins.fasta", (src.as_uri(), "0" * 64, None))
+    with pytest.raises(DataNotFoundError, match="SHA-256 does not match"):
+        data.data_path("some_proteins.fasta")
+    assert not path.exists()
+
+
+def test_read_table_round_trip(tmp_path: Path) -> None:
+    import datasets
+
+    ds = datasets.Dataset.from_list([
+        {"id": "a", "sequence": "MKT", "label": "HEC", "mask": "011"},
+        {"id": "b", "sequence": "AAAA", "label": "CCCC", "mask": "1111"},
+    ])
+    path = data.write_table(ds, tmp_path / "t.csv")
+    back = data.read_table(path, "token-classification")
+    assert back.to_list() == ds.to_list()
+    tsv = data.write_table(ds, tmp_path / "t.tsv")
+    assert data.read_table(tsv, "token-classification")["label"] == ["HEC", "CCCC"]
+
+
+@pytest.mark.parametrize(
+    ("content", "task", "pattern"),
+    [
+        ("", "regression", "file is empty"),
+        ("seq,label\nMK,1\n", "regression", r"missing column\(s\) \['sequence'\]"),
+        ("sequence,label,extra\nMK,1,2\n", "regression", r"unknown column\(s\) \['extra'\]"),
+        ("sequence,label\nMK,abc\n", "regression", r"row 1 \(id 'row1'\), field 'label': 'abc' is not a number"),
+        ("id,sequence,label\nx,MKJ,a\n", "sequence-classification", r"row 1 \(id 'x'\), field 'sequence'.*'J' at position 3"),
+        ("sequence,label\nMK,HE\nMKT,HE\n", "token-classification", r"row 2 .*field 'label': 2 labels for a sequence of 3"),
+        ("sequence,label,mask\nMK,HE,0\n", "token-classification", r"field 'mask': must be 2 characters"),
+        ("id,sequence,label\na,MK,x\na,MK,y\n", "sequence-classification", "row 2 .*duplicate id"),
+        ("sequence,label\n", "regression", "no data rows"),
+    ],
+    ids=["empty", "missing", "unknown", "nan-label", "bad-letter", "label-length", "mask", "dup", "no-rows"],
+)
+def test_read_table_errors_name_file_row_and_field(tmp_path: Path, content, task, pattern) -> None:
+    p = tmp_path / "bad.csv"
+    p.write_text(content)
+    with pytest.raises(InvalidInputError, match=pattern):
+        data.read_table(p, task)
+
+
+def test_encode_labels_errors(tmp_path: Path) -> None:
+    import datasets
+
+    one_class = datasets.Dataset.from_list([{"id": "a", "sequence": "MK", "label": "x"}] * 3)
+    with pytest.raises(InvalidInputError, match="only one class"):
+        data.encode_labels(one_class, "sequence-classification", source="train.csv")
+    unseen = datasets.Dataset.from_list([{"id": "q", "sequence": "MK", "label": "z"}])
+    with pytest.raises(InvalidInputError, match=r"val.csv, row 1 \(id 'q'\).*unknown class 'z'"):
+        data.encode_labels(unseen, "sequence-classification", {"x": 0, "y": 1}, source="val.csv")
+    tok = datasets.Dataset.from_list([{"id": "t", "sequence": "MK", "label": "HQ", "mask": "11"}])
+    with pytest.raises(InvalidInputError, match="unknown class 'Q'"):
+        data.encode_labels(tok, "token-classification", {"H": 0, "E": 1, "C": 2})
+
+
+def test_class_balance_of_loaded_splits_is_plausible(shared_data: Path) -> None:
+    counts = Counter("".join(data.load_secondary_structure()["test"]["label"]))
+    assert 0.3 < counts["C"] / sum(counts.values()) < 0.5
