@@ -148,13 +148,13 @@ def encode(
         width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
     ids = np.full((n, width), PAD_ID, dtype=np.int64)
     first = 1 if add_special_tokens else 0
-    rows = np.repeat(np.arange(n), lens)
-    cols = np.arange(codes.size) - np.repeat(np.cumsum(lens) - lens, lens) + first
-    ids[rows, cols] = codes
+    cols = np.arange(width)[None, :]
+    # Residue slots in row-major order are exactly the concatenation order of `codes`.
+    ids[(cols >= first) & (cols < (lens + first)[:, None])] = codes
     if add_special_tokens:
         ids[:, 0] = CLS_ID
         ids[np.arange(n), lens + 1] = EOS_ID
-    mask = (np.arange(width)[None, :] < total[:, None]).astype(np.int64)
+    mask = (cols < total[:, None]).astype(np.int64)
     return _to_tensors({"input_ids": ids, "attention_mask": mask}, return_tensors, single)
 
 

@@ -1,0 +1,27 @@
+# Two commands on a fresh machine (Python 3.11, nothing installed):
+#   make demo   - set up .venv and run the offline demo
+#   make test   - set up .venv and run the full test suite (tests + notebooks), as CI does
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= torch,tf,fold,notebooks,dev
+
+.PHONY: setup demo test test-tests test-notebooks clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+demo: setup
+	$(PY) -m protein_lm.demo
+
+test: setup
+	$(VENV)/bin/pytest tests
+	PROTEIN_LM_SMOKE=1 $(VENV)/bin/pytest --nbval-lax --current-env notebooks/
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
