@@ -36,15 +36,40 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--epochs", type=float, default=None, help="default 3 when --max-steps is unset")
     g.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--learning-rate", type=float, default=None,
-                   help="default 1e-3 for 'tiny' (from scratch), 5e-5 for pretrained models")
+                   help="default 1e-3 for 'tiny' (from scratch), 5e-5 for pretrained models, "
+                        "3e-4 with --lora")
     p.add_argument("--batch-tokens", type=int, default=8000,
                    help="token budget per batch, padding included (default 8000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of all weights")
+    # PyTorch options (the TF path reads the ones it supports)
+    p.add_argument("--max-time", type=float, default=None, metavar="SECONDS",
+                   help="stop training after this many seconds (the last step is evaluated)")
+    p.add_argument("--eval-steps", type=int, default=None,
+                   help="evaluate/checkpoint every N steps (default: 10 times per run)")
+    p.add_argument("--class-weights", choices=("none", "balanced"), default="none",
+                   help="'balanced': weight the loss by inverse class frequency")
+    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute activations in the backward pass (less memory, ~30%% slower)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="auto: bf16 (or fp16) mixed precision on GPU, fp32 on CPU")
+    p.add_argument("--attn-implementation", choices=("sdpa", "eager"), default="sdpa")
+    p.add_argument("--length-policy", choices=("truncate", "error"), default="truncate",
+                   help="sequences over 1,022 residues: truncate with a warning, or stop with an error")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
-    raise NotImplementedError("finetune: implemented by the training modules")
+    if args.framework == "tf":
+        from protein_lm.tf_training import finetune_cli
+
+        return finetune_cli(args)
+    from protein_lm.torch_training import finetune_cli
+
+    return finetune_cli(args)
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -54,10 +79,17 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, help="output CSV")
     p.add_argument("--framework", choices=("pt", "tf"), default="pt")
     p.add_argument("--batch-tokens", type=int, default=8000)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    raise NotImplementedError("predict: implemented by the training modules")
+    if args.framework == "tf":
+        from protein_lm.tf_training import predict_cli
+
+        return predict_cli(args)
+    from protein_lm.torch_inference import predict_cli
+
+    return predict_cli(args)
 
 
 # ---------------------------------------------------------------- fold
@@ -66,12 +98,42 @@ def _add_fold(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help="FASTA; 'A:B' in a sequence line folds a multimer")
     p.add_argument("-o", "--output-dir", required=True, type=Path)
     p.add_argument("--model", default="facebook/esmfold_v1", help="hub id, local dir, or 'tiny'")
-    p.add_argument("--chunk-size", default="auto", help="trunk chunk size, an int or 'auto'")
+    p.add_argument("--chunk-size", default="auto",
+                   help="trunk chunk size: an int, 'auto' (from length and free memory) or 'none'")
     p.add_argument("--format", choices=("pdb", "cif"), default="pdb")
+    p.add_argument("--device", default=None, help="default: cuda (cuda:LOCAL_RANK under torchrun) if available")
+    p.add_argument("--max-tokens", type=int, default=1024,
+                   help="residues per batch, padding included (default 1024; longer ones fold alone)")
+    p.add_argument("--num-recycles", type=int, default=None, help="default: the model's (4 for esmfold_v1)")
+    p.add_argument("--max-length", type=int, default=1024,
+                   help="longest record (residues + linkers) to fold; 0 = no limit (default 1024)")
+    p.add_argument("--shard", default=None,
+                   help="fold only shard i of n ('i/n'); default: RANK/WORLD_SIZE under torchrun, else 0/1")
+    p.add_argument("--no-cpu-fallback", action="store_true", help="do not retry out-of-memory records on CPU")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run_fold(args: argparse.Namespace) -> int:
-    raise NotImplementedError("fold: implemented by protein_lm.folding")
+    from protein_lm.bulk_folding import fold_fasta, parse_shard, shard_from_env
+
+    chunk = args.chunk_size
+    if chunk not in ("auto", "none"):
+        try:
+            chunk = int(chunk)
+        except ValueError:
+            raise ValueError(f"--chunk-size must be an int, 'auto' or 'none', got {chunk!r}") from None
+        if chunk <= 0:
+            raise ValueError(f"--chunk-size must be > 0, got {chunk}")
+    report = fold_fasta(
+        args.input, args.output_dir, args.model, fmt=args.format,
+        shard=parse_shard(args.shard) if args.shard else shard_from_env(), device=args.device,
+        chunk_size=None if chunk == "none" else chunk, max_tokens=args.max_tokens,
+        num_recycles=args.num_recycles, max_length=args.max_length or None,
+        cpu_fallback=not args.no_cpu_fallback, progress=not args.no_progress,
+    )  # fmt: skip
+    print(f"folded {report.folded}, skipped {report.skipped} (already done), failed {report.failed}; "
+          f"summary: {report.summary}")
+    return 1 if report.failed else 0
 
 
 # ---------------------------------------------------------------- embed

@@ -8,7 +8,8 @@ Both training back ends (`protein_lm.torch_training`, `protein_lm.tf_training`) 
 - `metrics.json`: `{"validation": {...}, "test": {...} | null, "best_step": int | null, ...}` written
   by `write_metrics` (validation = the best checkpoint's scores, test = evaluated once at the end);
 - `training_curves.png`: loss and validation metric against step (`plot_training_curves`);
-- predictions CSV: `id, prediction[, prob_<class>...]` (`write_predictions`).
+- predictions CSV: `id, prediction[, prob_<class>...]` (`write_predictions`); `read_predict_input`
+  reads what `protein-lm predict` accepts (FASTA, or CSV/TSV with `sequence` and optional `id`).
 
 A run writes into `atomic_output_dir(final)`, a temporary sibling folder renamed onto `final` only
 when the block finishes without an exception, so a failed run leaves nothing half-written.
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from protein_lm.errors import InvalidInputError, require
-from protein_lm.sequences import atomic_write_text
+from protein_lm.sequences import FastaRecord, atomic_write_text, read_fasta, validate
 
 __all__ = [
     "LogEntry",
@@ -41,6 +42,7 @@ __all__ = [
     "write_metrics",
     "plot_training_curves",
     "write_predictions",
+    "read_predict_input",
     "TRAINING_LOG",
     "METRICS_FILE",
     "CURVES_FILE",
@@ -209,3 +211,31 @@ def write_predictions(
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, buf.getvalue())
     return Path(path)
+
+
+def read_predict_input(path: str | os.PathLike[str]) -> list[FastaRecord]:
+    """Records of a FASTA file, or of a CSV/TSV with a `sequence` column (optional `id`).
+
+    Other columns (e.g. `label`) are ignored. Raises `InvalidInputError` naming the file, row and
+    field for a missing file, no records, a missing column or an invalid sequence.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"{path}: file not found")
+    if path.suffix.lower() not in (".csv", ".tsv", ".tab"):
+        return read_fasta(path)
+    text = path.read_text(encoding="utf-8-sig")
+    delim = "\t" if path.suffix.lower() != ".csv" else ","
+    reader = csv.DictReader(io.StringIO(text), delimiter=delim)
+    if "sequence" not in (reader.fieldnames or []):
+        raise InvalidInputError(f"{path}: no 'sequence' column; found {reader.fieldnames}")
+    records = []
+    for i, row in enumerate(reader, start=1):
+        rid = (row.get("id") or "").strip() or f"row{i}"
+        try:
+            records.append(FastaRecord(rid, validate(row["sequence"] or "", rid)))
+        except ValueError as exc:
+            raise InvalidInputError(f"{path}, row {i} (id {rid!r}), field 'sequence': {exc}") from None
+    if not records:
+        raise InvalidInputError(f"{path}: no data rows")
+    return records

@@ -1,9 +1,10 @@
-"""Protein structures: a small `Structure` record with PDB/mmCIF writers, and biotite-based analysis.
+"""Protein structures: a `Structure` record with PDB/mmCIF writers, and analysis on biotite.
 
 Writers are hand-written (explicit-width f-strings for PDB, one `atom_site` loop for mmCIF) rather
 than biotite's `PDBFile.set_structure`, so that `import protein_lm.folding` does not need biotite,
-the checks are ours (`_check_writable`, shared by both formats, with messages that name the fix) and
-run metadata (pTM, timing) goes into the file header. Tests round-trip both formats through biotite.
+the checks are ours (`_check_writable`, shared by both formats, with messages that name the
+fix) and run metadata (pTM, timing) goes into the file header. Tests round-trip both formats
+through biotite.
 
 Analysis (`load_structure`, `ca_rmsd`, `tm_score`, `secondary_structure`, `compare`) uses biotite
 and tmtools (the `fold` extra).
@@ -74,7 +75,9 @@ class Structure:
             raise ValueError(f"`coords` must have shape (N, 3), got {np.shape(self.coords)}")
         for name in ("atom_name", "res_name", "res_id", "chain_id", "element", "b_factor"):
             if len(getattr(self, name)) != n:
-                raise ValueError(f"`{name}` has {len(getattr(self, name))} entries, expected {n} (atoms)")
+                raise ValueError(
+                    f"`{name}` has {len(getattr(self, name))} entries, expected {n} (atoms)"
+                )
 
     def __len__(self) -> int:
         return len(self.coords)
@@ -85,7 +88,7 @@ class Structure:
         return list(dict.fromkeys(self.chain_id.tolist()))
 
     def to_pdb(self) -> str:
-        """The structure as PDB text (ATOM/TER/END records); raises `StructureWriteError` if it cannot be."""
+        """PDB text (ATOM/TER/END records); `StructureWriteError` if PDB cannot hold it."""
         _check_writable(self, "pdb")
         # PDB is a columnar format: every width below is the column range of the wwPDB v3.3 spec.
         lines = [f"{_META_PREFIX}{key} {value}" for key, value in self.metadata.items()]
@@ -103,13 +106,15 @@ class Structure:
             )
             if i == n - 1 or self.chain_id[i + 1] != self.chain_id[i]:
                 serial += 1
-                lines.append(f"{'TER':<6}{serial:>5}      {self.res_name[i]:>3} "
-                             f"{self.chain_id[i]:1}{int(self.res_id[i]):>4}")
+                lines.append(
+                    f"{'TER':<6}{serial:>5}      {self.res_name[i]:>3} "
+                    f"{self.chain_id[i]:1}{int(self.res_id[i]):>4}"
+                )
         lines.append("END")
         return "\n".join(lines) + "\n"
 
     def to_mmcif(self, name: str = "model") -> str:
-        """The structure as mmCIF text: one `atom_site` loop (label and auth fields), one entity per chain."""
+        """mmCIF text: one `atom_site` loop (label and auth fields), one entity per chain."""
         _check_writable(self, "cif")
         block = "".join(c if c.isalnum() or c in "_-." else "_" for c in name) or "model"
         lines = [f"data_{block}", "#"]
@@ -117,26 +122,32 @@ class Structure:
             lines.append(f"{_META_CATEGORY}{key} {_cif_value(str(value))}")
         if self.metadata:
             lines.append("#")
-        columns = ("group_PDB", "id", "type_symbol", "label_atom_id", "label_alt_id", "label_comp_id",
-                   "label_asym_id", "label_entity_id", "label_seq_id", "pdbx_PDB_ins_code", "Cartn_x",
-                   "Cartn_y", "Cartn_z", "occupancy", "B_iso_or_equiv", "auth_seq_id", "auth_comp_id",
-                   "auth_asym_id", "auth_atom_id", "pdbx_PDB_model_num")  # fmt: skip
+        columns = ("group_PDB", "id", "type_symbol", "label_atom_id", "label_alt_id",
+                   "label_comp_id", "label_asym_id", "label_entity_id", "label_seq_id",
+                   "pdbx_PDB_ins_code", "Cartn_x", "Cartn_y", "Cartn_z", "occupancy",
+                   "B_iso_or_equiv", "auth_seq_id", "auth_comp_id", "auth_asym_id", "auth_atom_id",
+                   "pdbx_PDB_model_num")  # fmt: skip
         lines.append("loop_")
         lines.extend(f"_atom_site.{c}" for c in columns)
         entity = {c: str(k + 1) for k, c in enumerate(self.chain_ids)}
         for i in range(len(self)):
-            atom, res, chain = (_cif_value(str(v[i])) for v in (self.atom_name, self.res_name, self.chain_id))
+            atom, res, chain = (
+                _cif_value(str(v[i])) for v in (self.atom_name, self.res_name, self.chain_id)
+            )
             x, y, z = (float(v) for v in self.coords[i])
             rid = int(self.res_id[i])
+            ent, b = entity[self.chain_id[i]], float(self.b_factor[i])
             lines.append(
-                f"ATOM {i + 1} {self.element[i]} {atom} . {res} {chain} {entity[self.chain_id[i]]} {rid} ? "
-                f"{x:.3f} {y:.3f} {z:.3f} 1.00 {float(self.b_factor[i]):.2f} {rid} {res} {chain} {atom} 1"
+                f"ATOM {i + 1} {self.element[i]} {atom} . {res} {chain} {ent} {rid} ? "
+                f"{x:.3f} {y:.3f} {z:.3f} 1.00 {b:.2f} {rid} {res} {chain} {atom} 1"
             )
         lines.append("#")
         return "\n".join(lines) + "\n"
 
-    def write(self, path: str | os.PathLike[str], fmt: Literal["pdb", "cif"] | None = None) -> Path:
-        """Write atomically (temp file + rename) as PDB or mmCIF; `fmt` defaults to the file suffix."""
+    def write(
+        self, path: str | os.PathLike[str], fmt: Literal["pdb", "cif"] | None = None
+    ) -> Path:
+        """Write atomically (temp file + rename) as PDB or mmCIF; `fmt` defaults to the suffix."""
         path = Path(path)
         fmt = fmt or ("cif" if path.suffix.lower() in (".cif", ".mmcif") else "pdb")
         if fmt not in ("pdb", "cif"):
@@ -144,6 +155,25 @@ class Structure:
         text = self.to_pdb() if fmt == "pdb" else self.to_mmcif(path.stem)
         atomic_write_text(path, text)
         return path
+
+    @classmethod
+    def from_atom_array(cls, atoms: Any, metadata: Mapping[str, str] | None = None) -> Structure:
+        """A `Structure` from a biotite `AtomArray` (B-factors from `b_factor`, else 0)."""
+        b = (
+            atoms.b_factor
+            if "b_factor" in atoms.get_annotation_categories()
+            else np.zeros(len(atoms))
+        )
+        return cls(
+            np.asarray(atoms.coord, dtype=np.float32),
+            atoms.atom_name,
+            atoms.res_name,
+            np.asarray(atoms.res_id),
+            atoms.chain_id,
+            atoms.element,
+            np.asarray(b, dtype=np.float32),
+            dict(metadata or {}),
+        )
 
     def to_atom_array(self) -> Any:
         """A `biotite.structure.AtomArray` with the same atoms and annotations."""
@@ -174,7 +204,7 @@ class Comparison:
 
 
 def load_structure(path: str | os.PathLike[str], model: int = 1, chain: str | None = None) -> Any:
-    """Read one model of a PDB/mmCIF file as a biotite `AtomArray` (amino-acid atoms only, with B-factors)."""
+    """One model of a PDB/mmCIF file as a biotite `AtomArray` (amino acids, with B-factors)."""
     io = require("biotite.structure.io", "fold")
     struc = require("biotite.structure", "fold")
     path = Path(path)
@@ -185,7 +215,9 @@ def load_structure(path: str | os.PathLike[str], model: int = 1, chain: str | No
     if chain is not None:
         arr = arr[arr.chain_id == chain]
     if len(arr) == 0:
-        raise InvalidInputError(f"{path}: no amino-acid atoms" + (f" in chain {chain!r}" if chain else ""))
+        raise InvalidInputError(
+            f"{path}: no amino-acid atoms" + (f" in chain {chain!r}" if chain else "")
+        )
     return arr
 
 
@@ -195,9 +227,9 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             if line.startswith(_META_PREFIX):
-                key, _, value = line[len(_META_PREFIX):].strip().partition(" ")
+                key, _, value = line[len(_META_PREFIX) :].strip().partition(" ")
             elif line.startswith(_META_CATEGORY):
-                key, _, value = line[len(_META_CATEGORY):].strip().partition(" ")
+                key, _, value = line[len(_META_CATEGORY) :].strip().partition(" ")
                 value = value.strip().strip("'\"")
             elif line.startswith(("ATOM", "loop_")):
                 break  # metadata lives in the header only
@@ -208,25 +240,31 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def ca_rmsd(reference: Any, subject: Any, superimpose: bool = True) -> float:
-    """CA RMSD in Angstrom after optimal superposition (Kabsch, via biotite) of equal-length structures.
+    """CA RMSD (Angstrom) after optimal superposition (Kabsch, biotite) of equal-length structures.
 
     Use `compare` for structures whose residues differ (it pairs them by sequence alignment first).
     """
     struc = require("biotite.structure", "fold")
     ref, sub = _ca(reference), _ca(subject)
     if len(ref) != len(sub):
-        raise ValueError(f"CA counts differ ({len(ref)} vs {len(sub)}); use `compare` to align by sequence")
+        raise ValueError(
+            f"CA counts differ ({len(ref)} vs {len(sub)}); use `compare` to align by sequence"
+        )
     if superimpose:
         sub, _ = struc.superimpose(ref, sub)
     return float(struc.rmsd(ref, sub))
 
 
 def tm_score(reference: Any, model: Any) -> float:
-    """TM-score (0-1) of `model` against `reference` by TM-align (tmtools), normalised by the reference."""
+    """TM-score (0-1) of `model` vs `reference` by TM-align (tmtools), normed by the reference."""
     tmtools = require("tmtools", "fold")
     ref, mod = _ca(reference), _ca(model)
-    res = tmtools.tm_align(mod.coord.astype(np.float64), ref.coord.astype(np.float64),
-                           _one_letter(mod), _one_letter(ref))
+    res = tmtools.tm_align(
+        mod.coord.astype(np.float64),
+        ref.coord.astype(np.float64),
+        _one_letter(mod),
+        _one_letter(ref),
+    )
     return float(res.tm_norm_chain2)  # chain2 is the reference
 
 
@@ -247,12 +285,19 @@ def compare(model: Any, reference: Any) -> Comparison:
     seq_mod = require("biotite.sequence", "fold")
     align = require("biotite.sequence.align", "fold")
     mod, ref = _ca(model), _ca(reference)
-    s_mod, s_ref = seq_mod.ProteinSequence(_one_letter(mod)), seq_mod.ProteinSequence(_one_letter(ref))
+    s_mod, s_ref = (
+        seq_mod.ProteinSequence(_one_letter(mod)),
+        seq_mod.ProteinSequence(_one_letter(ref)),
+    )
     matrix = align.SubstitutionMatrix.std_protein_matrix()
-    ali = align.align_optimal(s_mod, s_ref, matrix, gap_penalty=(-10, -1), terminal_penalty=False)[0]
+    ali = align.align_optimal(s_mod, s_ref, matrix, gap_penalty=(-10, -1), terminal_penalty=False)[
+        0
+    ]
     pairs = ali.trace[(ali.trace >= 0).all(axis=1)]
     if len(pairs) < 3:
-        raise ValueError(f"Only {len(pairs)} residues could be paired; are these the same protein?")
+        raise ValueError(
+            f"Only {len(pairs)} residues could be paired; are these the same protein?"
+        )
     fitted, _ = struc.superimpose(ref.coord[pairs[:, 1]], mod.coord[pairs[:, 0]])
     rmsd = float(np.sqrt(((fitted - ref.coord[pairs[:, 1]]) ** 2).sum(-1).mean()))
     identity = float(align.get_sequence_identity(ali, mode="shortest"))
@@ -276,28 +321,38 @@ def _check_writable(s: Structure, fmt: Literal["pdb", "cif"]) -> None:
     if fmt == "cif":
         return
     if len(s.chain_ids) > len(CHAIN_IDS):
-        raise StructureWriteError(f"{len(s.chain_ids)} chains do not fit PDB (at most {len(CHAIN_IDS)}); "
-                                  "write mmCIF instead (format 'cif')")
+        raise StructureWriteError(
+            f"{len(s.chain_ids)} chains do not fit PDB (at most {len(CHAIN_IDS)}); "
+            "write mmCIF instead (format 'cif')"
+        )
     checks = [
-        ("chain id", s.chain_id, 1), ("residue name", s.res_name, 3), ("atom name", s.atom_name, 4),
-        ("element", s.element, 2),
+        ("chain id", s.chain_id, 1), ("residue name", s.res_name, 3),
+        ("atom name", s.atom_name, 4), ("element", s.element, 2),
     ]  # fmt: skip
     for what, values, width in checks:
         too_long = [v for v in dict.fromkeys(values.tolist()) if len(v) > width]
         if too_long:
-            raise StructureWriteError(f"PDB allows a {what} of at most {width} characters, got "
-                                      f"{too_long[0]!r}; write mmCIF instead (format 'cif')")
+            raise StructureWriteError(
+                f"PDB allows a {what} of at most {width} characters, got "
+                f"{too_long[0]!r}; write mmCIF instead (format 'cif')"
+            )
     lo, hi = coords.min(), coords.max()
     if lo < -999.999 or hi > 9999.999:  # 8.3f columns: 4 pre-decimal digits, 3 with a minus sign
-        raise StructureWriteError(f"Coordinate {lo if lo < -999.999 else hi:.3f} overflows the PDB "
-                                  "8.3f columns (-999.999 to 9999.999); write mmCIF instead (format 'cif')")
+        raise StructureWriteError(
+            f"Coordinate {lo if lo < -999.999 else hi:.3f} overflows the PDB "
+            "8.3f columns (-999.999 to 9999.999); write mmCIF instead (format 'cif')"
+        )
     res = np.asarray(s.res_id)
     if res.max() > 9999 or res.min() < -999:
-        raise StructureWriteError(f"Residue number {int(res.max())} overflows the 4 PDB columns "
-                                  "(more than 9999 residues in a chain); write mmCIF instead (format 'cif')")
+        raise StructureWriteError(
+            f"Residue number {int(res.max())} overflows the 4 PDB columns "
+            "(more than 9999 residues in a chain); write mmCIF instead (format 'cif')"
+        )
     if len(s) + len(s.chain_ids) > 99999:
-        raise StructureWriteError(f"{len(s)} atoms overflow the 5-column PDB serial number; write mmCIF "
-                                  "instead (format 'cif')")
+        raise StructureWriteError(
+            f"{len(s)} atoms overflow the 5-column PDB serial number; write mmCIF "
+            "instead (format 'cif')"
+        )
     b = np.asarray(s.b_factor, dtype=np.float64)
     if b.min() < -99.99 or b.max() > 999.99:
         raise StructureWriteError(f"B-factor {b.max():.2f} overflows the 6.2f PDB columns")
@@ -305,8 +360,12 @@ def _check_writable(s: Structure, fmt: Literal["pdb", "cif"]) -> None:
 
 def _cif_value(value: str) -> str:
     """Quote a CIF token when it is empty, has whitespace/quotes, or starts like a CIF keyword."""
-    if value and not any(c.isspace() or c in "'\"#" for c in value) and not value.startswith(
-        ("_", "$", "[", ";")) and value.lower() not in ("loop_", "stop_", "global_", ".", "?"):
+    if (
+        value
+        and not any(c.isspace() or c in "'\"#" for c in value)
+        and not value.startswith(("_", "$", "[", ";"))
+        and value.lower() not in ("loop_", "stop_", "global_", ".", "?")
+    ):
         return value
     if "'" not in value:
         return f"'{value}'"

@@ -100,6 +100,18 @@ def _trainer_class() -> type:
         def get_test_dataloader(self, test_dataset: Any) -> Any:
             return self._eval_loader(test_dataset)
 
+        def _load_best_model(self) -> None:
+            # transformers 5.24 loads the best checkpoint with a raw `load_state_dict(strict=False)`,
+            # but `save_pretrained` writes ESM LayerNorms as `gamma`/`beta`: those keys are silently
+            # skipped and the LayerNorms keep their last-step values. `from_pretrained` applies the
+            # key conversion, so load through it and copy the weights strictly.
+            from protein_lm.torch_training import is_peft_model
+
+            if is_peft_model(self.model) or not self.state.best_model_checkpoint:
+                return super()._load_best_model()
+            best = type(self.model).from_pretrained(self.state.best_model_checkpoint)
+            self.model.load_state_dict(best.state_dict(), strict=True)
+
         def compute_loss(
             self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
             num_items_in_batch: Any = None,

@@ -1,0 +1,257 @@
+"""Fold a FASTA into a directory: one structure per record, `summary.csv`; resumable, shardable.
+
+Layout of `output_dir`:
+
+- `<id>.pdb` (or `.cif`) per folded record, written atomically (temp file + rename), so a file
+  that exists is complete. pTM, mean pLDDT and timing are in its header (`read_metadata`).
+- `errors/<id>.txt` for a record that could not be folded (reason and message); it is retried on
+  the next run and removed once the record folds.
+- `summary.csv`, rebuilt atomically from those files at the end of every run (also after Ctrl-C):
+  one row per input record with `status` ok / failed / pending.
+
+Resume: a rerun skips every record whose structure file exists. Sharding: `shard=(i, n)` folds
+every n-th record (round-robin over length-sorted records, so shards get similar work); n
+processes or machines can share one output directory (e.g. torchrun: `shard_from_env()`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from protein_lm.errors import InvalidInputError, require
+from protein_lm.folding import (
+    DEFAULT_MODEL,
+    MAX_LENGTH,
+    FoldFailure,
+    FoldResult,
+    iter_fold,
+    prepare,
+)
+from protein_lm.sequences import FastaRecord, atomic_write_text, read_fasta
+from protein_lm.structure import read_metadata
+
+__all__ = [
+    "BulkReport",
+    "SUMMARY_COLUMNS",
+    "fold_fasta",
+    "write_summary",
+    "safe_filename",
+    "parse_shard",
+    "shard_from_env",
+]
+
+log = logging.getLogger(__name__)
+
+SUMMARY_COLUMNS = ("id", "file", "length", "mean_plddt", "ptm", "seconds", "status", "message")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass(frozen=True)
+class BulkReport:
+    """This process's shard: folded now, skipped (already done), failed; and the summary path."""
+
+    output_dir: Path
+    folded: int
+    skipped: int
+    failed: int
+    summary: Path
+
+
+def safe_filename(record_id: str) -> str:
+    """`record_id` with characters unsafe in file names replaced by `_` (no leading dot, <= 200).
+
+    >>> safe_filename("sp|P69905|HBA_HUMAN")
+    'sp_P69905_HBA_HUMAN'
+    """
+    name = _UNSAFE.sub("_", record_id)[:200]
+    return "_" + name[1:] if name.startswith(".") else (name or "_")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse `i/n` (0 <= i < n) into `(i, n)`."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise InvalidInputError(f"--shard must look like 'i/n' (e.g. 0/4), got {text!r}") from None
+    if not 0 <= i < n:
+        raise InvalidInputError(f"--shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def shard_from_env() -> tuple[int, int]:
+    """`(RANK, WORLD_SIZE)` as set by torchrun/SLURM wrappers, else `(0, 1)`."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def fold_fasta(
+    input_fasta: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    model: Any = DEFAULT_MODEL,
+    *,
+    fmt: Literal["pdb", "cif"] = "pdb",
+    shard: tuple[int, int] = (0, 1),
+    device: str | None = None,
+    chunk_size: int | Literal["auto"] | None = "auto",
+    max_tokens: int = 1024,
+    num_recycles: int | None = None,
+    max_length: int | None = MAX_LENGTH,
+    cpu_fallback: bool = True,
+    progress: bool = True,
+) -> BulkReport:
+    """Fold every record of `input_fasta` (this process's shard) into `output_dir`; see module doc.
+
+    Bad records (invalid letters, empty chains, too long, out of memory) are logged, written to
+    `errors/` and `summary.csv`, and the run goes on. Folding arguments are those of `fold`.
+    """
+    if fmt not in ("pdb", "cif"):
+        raise ValueError(f"`fmt` must be 'pdb' or 'cif', got {fmt!r}")
+    records = read_fasta(input_fasta, validate_sequences=False)
+    device = device or _rank_device()
+    out = _writable_dir(Path(output_dir))
+    names = _file_names(records)
+    mine = _shard(records, *shard)
+    done = {r.id for r in mine if (out / f"{names[r.id]}.{fmt}").exists()}
+    todo = [r for r in mine if r.id not in done]
+    for r in todo:  # temp files of a killed run of this shard (other shards' are left alone)
+        for stale in out.glob(f".{names[r.id]}.{fmt}.*.tmp"):
+            stale.unlink(missing_ok=True)
+    log.info(
+        "%d records in shard %d/%d: %d already folded, %d to fold",
+        len(mine),
+        *shard,
+        len(done),
+        len(todo),
+    )
+    folded = failed = 0
+    try:
+        items, bad = prepare(todo, max_length=max_length)
+        for failure in bad:
+            _record_failure(out, names[failure.id], failure)
+        failed += len(bad)
+        from tqdm import tqdm  # text bar: works in terminals and notebooks without ipywidgets
+
+        with tqdm(
+            total=len(todo), initial=len(bad), disable=not progress, desc="fold", unit="seq"
+        ) as bar:
+            results = (
+                iter_fold(
+                    items,
+                    model,
+                    device=device,
+                    chunk_size=chunk_size,
+                    max_tokens=max_tokens,
+                    num_recycles=num_recycles,
+                    cpu_fallback=cpu_fallback,
+                )
+                if items
+                else iter(())
+            )
+            for result in results:
+                if isinstance(result, FoldFailure):
+                    _record_failure(out, names[result.id], result)
+                    failed += 1
+                else:
+                    ok = _write(out, names[result.id], result, fmt)
+                    folded, failed = folded + ok, failed + 1 - ok
+                bar.update(1)
+    finally:
+        summary = write_summary(records, out, fmt, names)
+    log.info("folded %d, skipped %d, failed %d; summary: %s", folded, len(done), failed, summary)
+    return BulkReport(out, folded, len(done), failed, summary)
+
+
+def write_summary(
+    records: list[FastaRecord], out: Path, fmt: str, names: dict[str, str] | None = None
+) -> Path:
+    """Rebuild `summary.csv` from the structure files and error markers in `out` (atomic)."""
+    names = names or _file_names(records)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, SUMMARY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for rec in records:
+        path, err = out / f"{names[rec.id]}.{fmt}", out / "errors" / f"{names[rec.id]}.txt"
+        row = {"id": rec.id, "length": sum(c.isalpha() for c in rec.sequence), "status": "pending"}
+        if path.exists():
+            meta = read_metadata(path)
+            row.update(
+                file=path.name,
+                status="ok",
+                **{k: meta.get(k, "") for k in ("length", "mean_plddt", "ptm", "seconds")},
+            )
+        elif err.exists():
+            reason, _, message = err.read_text(encoding="utf-8").partition("\t")
+            row.update(status=f"failed:{reason}", message=message.strip())
+        writer.writerow(row)
+    summary = out / "summary.csv"
+    atomic_write_text(summary, buf.getvalue())
+    return summary
+
+
+# ---------------------------------------------------------------- private helpers
+def _writable_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InvalidInputError(
+            f"Output directory {str(path)!r} is not writable ({exc.strerror}); "
+            "choose another -o/--output-dir"
+        ) from None
+    return path
+
+
+def _rank_device() -> str | None:
+    """`cuda:LOCAL_RANK` under torchrun when CUDA is available (one GPU per process), else None."""
+    if "LOCAL_RANK" not in os.environ:
+        return None
+    torch = require("torch", "torch")
+    return f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else None
+
+
+def _file_names(records: list[FastaRecord]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    for rec in records:
+        name = safe_filename(rec.id)
+        key = name.lower()  # case-insensitive file systems (macOS, Windows) would merge these too
+        if key in owner and owner[key] != rec.id:
+            raise InvalidInputError(
+                f"Records {owner[key]!r} and {rec.id!r} map to the same file name "
+                f"{name!r}; make their ids differ in letters, digits, '.', '_' or '-'"
+            )
+        owner[key], names[rec.id] = rec.id, name
+    return names
+
+
+def _shard(records: list[FastaRecord], index: int, count: int) -> list[FastaRecord]:
+    if not 0 <= index < count:
+        raise InvalidInputError(f"Shard {index}/{count}: need 0 <= i < n")
+    order = sorted(range(len(records)), key=lambda k: (len(records[k].sequence), k))
+    return [records[k] for k in sorted(order[index::count])]
+
+
+def _write(out: Path, name: str, result: FoldResult, fmt: str) -> int:
+    try:
+        result.write(out / f"{name}.{fmt}", fmt)  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001 - e.g. StructureWriteError (NaN): report, go on
+        log.error("%s: could not write the structure: %s", result.id, exc)
+        _record_failure(out, name, FoldFailure(result.id, result.sequence, "write", str(exc)))
+        return 0
+    (out / "errors" / f"{name}.txt").unlink(missing_ok=True)
+    return 1
+
+
+def _record_failure(out: Path, name: str, failure: FoldFailure) -> None:
+    log.warning("%s: not folded (%s): %s", failure.id, failure.reason, failure.message)
+    (out / "errors").mkdir(exist_ok=True)
+    atomic_write_text(out / "errors" / f"{name}.txt", f"{failure.reason}\t{failure.message}\n")

@@ -1,0 +1,412 @@
+"""ESMFold structure prediction on transformers' `EsmForProteinFolding`.
+
+What `fold` adds to `model.infer`:
+
+- **Confidence with units**: per-residue pLDDT on 0-100 (the CA atom's value; transformers
+  returns 0-1 per atom), PAE in Angstrom, and pTM over the real residues only. transformers'
+  `ptm` normalises by the padded length and takes one maximum over the whole batch, so it is
+  recomputed per structure from `ptm_logits` restricted to real residues (no padding, no linker).
+- **Multimers**: `"SEQA:SEQB"` (ColabFold syntax) is folded as one chain with a poly-G linker
+  (25 G) and a residue-index jump (512) between chains, like fair-esm's ESMFold; the linker is
+  removed from the output and chains get ids A, B, ...
+- **Memory policy**: the language model runs in float16 on GPU and float32 on CPU (half on CPU is
+  a known crash/slow path); the trunk chunk size is chosen from the length and free memory
+  (`folding_runtime.auto_chunk_size`); on `torch.cuda.OutOfMemoryError` a batch is split, then
+  retried with halved chunks, then on CPU, then reported as a `FoldFailure` - never a crash
+  mid-batch.
+- Unknown residues (X, and B/Z/U/O, which ESMFold maps to X) are written as `UNK` with a CA only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from protein_lm.errors import InvalidInputError, InvalidSequenceError, ProteinLMError, require
+from protein_lm.sequences import FastaRecord, read_fasta, validate
+from protein_lm.structure import CHAIN_IDS, Structure
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "MAX_LENGTH",
+    "FoldResult",
+    "FoldFailure",
+    "FoldInput",
+    "FoldingError",
+    "tiny_folding_config",
+    "load_folding_model",
+    "fold",
+    "iter_fold",
+    "prepare",
+    "parse_chains",
+]
+
+DEFAULT_MODEL = "facebook/esmfold_v1"
+MAX_LENGTH = 1024  # ESM-2 was trained on <= 1024 residues (1026 positions incl. cls/eos)
+
+
+class FoldingError(ProteinLMError, RuntimeError):
+    """Records could not be folded (out of memory after every fallback, or a model error)."""
+
+
+@dataclass(frozen=True, eq=False)
+class FoldResult:
+    """One predicted structure (linker removed). L = number of residues over all chains.
+
+    Attributes
+    ----------
+    positions : ndarray of float32, shape (L, 37, 3)
+        atom37 coordinates in Angstrom (openfold atom order); zero where `atom_mask` is False.
+    atom_mask : ndarray of bool, shape (L, 37)
+    plddt : ndarray of float32, shape (L,)
+        Per-residue pLDDT (CA atom) on the 0-100 scale.
+    pae : ndarray of float32, shape (L, L)
+        Predicted aligned error in Angstrom (row: aligned residue, column: scored residue).
+    ptm : float
+        Predicted TM-score (0-1) over the L real residues.
+    chain_index : ndarray of int64, shape (L,)
+        0-based chain number of each residue.
+    seconds : float
+        Wall time of the residue's batch divided by the batch size.
+    """
+
+    id: str
+    sequence: str
+    positions: np.ndarray
+    atom_mask: np.ndarray
+    plddt: np.ndarray
+    pae: np.ndarray
+    ptm: float
+    chain_index: np.ndarray
+    seconds: float = 0.0
+    device: str = "cpu"
+    chunk_size: int | None = None
+
+    @property
+    def chains(self) -> tuple[str, ...]:
+        return tuple(self.sequence.split(":"))
+
+    @property
+    def mean_plddt(self) -> float:
+        return float(self.plddt.mean())
+
+    def __len__(self) -> int:
+        return len(self.plddt)
+
+    def to_structure(self) -> Structure:
+        """Atom-level `Structure` with the residue's pLDDT (0-100) as every atom's B-factor."""
+        rc = require("transformers.models.esm.openfold_utils.residue_constants", "fold")
+        seq = self.sequence.replace(":", "")
+        res_idx, atom_idx = np.nonzero(
+            self.atom_mask
+        )  # row-major: residue by residue, atom37 order
+        names = np.array(rc.atom_types)[atom_idx]
+        three = np.array([rc.restype_1to3.get(a, "UNK") for a in seq])
+        res_id = np.empty(len(seq), dtype=np.int64)
+        for c in np.unique(self.chain_index):  # 1-based numbering within each chain
+            rows = np.flatnonzero(self.chain_index == c)
+            res_id[rows] = np.arange(1, len(rows) + 1)
+        chain = np.array([_chain_id(int(c)) for c in range(int(self.chain_index.max()) + 1)])
+        return Structure(
+            coords=self.positions[res_idx, atom_idx].astype(np.float32),
+            atom_name=names, res_name=three[res_idx], res_id=res_id[res_idx],
+            chain_id=chain[self.chain_index[res_idx]], element=np.array([n[0] for n in names]),
+            b_factor=self.plddt[res_idx].astype(np.float32),
+            metadata={"id": self.id, "length": str(len(self)),
+                      "mean_plddt": f"{self.mean_plddt:.2f}", "ptm": f"{self.ptm:.4f}",
+                      "seconds": f"{self.seconds:.3f}"},
+        )  # fmt: skip
+
+    def to_pdb(self) -> str:
+        return self.to_structure().to_pdb()
+
+    def to_mmcif(self) -> str:
+        return self.to_structure().to_mmcif(self.id)
+
+    def write(
+        self, path: str | os.PathLike[str], fmt: Literal["pdb", "cif"] | None = None
+    ) -> Path:
+        """Write atomically as PDB or mmCIF (by `fmt` or the file suffix)."""
+        return self.to_structure().write(path, fmt)
+
+
+@dataclass(frozen=True)
+class FoldFailure:
+    """A record that was not folded; `reason`: invalid, too-long, out-of-memory, error or write."""
+
+    id: str
+    sequence: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, eq=False)
+class FoldInput:
+    """A checked record as model input (`prepare`); `aatype`/`residx`/`real` include the linker."""
+
+    id: str
+    chains: tuple[str, ...]
+    aatype: np.ndarray  # (L_fold,) openfold residue types incl. linker
+    residx: np.ndarray  # (L_fold,) residue index with a jump between chains
+    real: np.ndarray  # (L_fold,) bool, False on linker residues
+    chain_index: np.ndarray  # (L_real,)
+
+    @property
+    def length(self) -> int:
+        return len(self.aatype)
+
+
+def tiny_folding_config(**overrides: Any) -> Any:
+    """A tiny random ESMFold `EsmConfig` (2-layer ESM-2 of width 32, one trunk block).
+
+    Structures from it are meaningless; the plumbing (shapes, writers, chunking) is the real one.
+    `overrides` update `EsmConfig` fields; an `esmfold_config` dict is merged into the default
+    (nested `trunk`/`structure_module` dicts too).
+    """
+    from protein_lm.models import tiny_config
+
+    esmfold: dict[str, Any] = {
+        "fp16_esm": False,  # the dtype policy is applied by `load_folding_model`, not at __init__
+        "lddt_head_hid_dim": 16,
+        "trunk": {
+            "num_blocks": 1, "sequence_state_dim": 32, "pairwise_state_dim": 16,
+            "sequence_head_width": 8, "pairwise_head_width": 8, "max_recycles": 1,
+            "chunk_size": None,
+            "structure_module": {
+                "sequence_dim": 32, "pairwise_dim": 16, "ipa_dim": 8, "resnet_dim": 16,
+                "num_heads_ipa": 2, "num_qk_points": 2, "num_v_points": 2, "num_blocks": 2,
+                "dropout_rate": 0.0,
+            },
+        },
+    }  # fmt: skip
+    _deep_update(esmfold, dict(overrides.pop("esmfold_config", None) or {}))
+    kwargs = {"num_layers": 2, "hidden_size": 32, "num_heads": 4, **overrides}
+    return tiny_config(is_folding_model=True, esmfold_config=esmfold, **kwargs)
+
+
+def load_folding_model(
+    name_or_path: str = DEFAULT_MODEL, *, device: str | None = None, seed: int = 0
+) -> Any:
+    """Load ESMFold (hub id, local dir or `tiny`): language model fp16 on GPU, fp32 on CPU.
+
+    Loads on CPU first and casts the language model before moving, so the GPU never holds the
+    3.5B-parameter model in float32.
+    """
+    from protein_lm.models import load_model, resolve_device
+
+    # ESMFold does not declare sdpa support; eager attention is what transformers uses for it.
+    model = load_model(
+        name_or_path, task="folding", device="cpu", seed=seed, attn_implementation="eager"
+    )
+    from protein_lm.folding_runtime import place
+
+    return place(model, resolve_device(device))
+
+
+def parse_chains(sequence: str, record_id: str = "sequence") -> tuple[str, ...]:
+    """Split `A:B` multimer syntax into validated chains (see `protein_lm.sequences.validate`).
+
+    >>> parse_chains("MKTAYIAKQR:GSHMLE")
+    ('MKTAYIAKQR', 'GSHMLE')
+    """
+    if not isinstance(sequence, str):
+        raise InvalidSequenceError(
+            f"Sequence of {record_id!r} must be a str, got {type(sequence).__name__}"
+        )
+    parts = "".join(sequence.split()).split(":")
+    if len(parts) > 1 and (not parts[0] or not parts[-1]):
+        where = "start" if not parts[0] else "end"
+        raise InvalidSequenceError(
+            f"Chain separator ':' at the {where} of {record_id!r}; write chains as "
+            "'SEQA:SEQB' with no leading or trailing ':'"
+        )
+    if len(parts) > 1 and not all(parts):
+        raise InvalidSequenceError(f"Empty chain ('::') in {record_id!r}; remove the extra ':'")
+    if len(parts) == 1:
+        return (validate(parts[0], record_id),)
+    return tuple(validate(p, f"{record_id}, chain {_chain_id(k)}") for k, p in enumerate(parts))
+
+
+def fold(
+    sequences: str | Mapping[str, str] | Iterable[str | FastaRecord] | os.PathLike[str],
+    model: Any = DEFAULT_MODEL,
+    *,
+    device: str | None = None,
+    chunk_size: int | Literal["auto"] | None = "auto",
+    max_tokens: int = 1024,
+    num_recycles: int | None = None,
+    max_length: int | None = MAX_LENGTH,
+    linker_length: int = 25,
+    residue_index_offset: int = 512,
+    cpu_fallback: bool = True,
+) -> list[FoldResult]:
+    """Fold protein sequences with ESMFold; results in input order.
+
+    Parameters
+    ----------
+    sequences : str, {id: sequence}, list of str/FastaRecord, or FASTA path/text
+        `:` separates chains of a multimer. Bare strings get ids seq0, seq1, ...
+    model : str or EsmForProteinFolding
+        A hub id, local directory, `tiny`, or a loaded model (its language model is cast per the
+        memory policy and it stays on its device unless `device` is given).
+    chunk_size : int, "auto" or None
+        Trunk chunk size; "auto" picks it from length and free memory, None disables chunking.
+    max_tokens : int
+        Batch budget in residues including padding (sorted by length; longer ones fold alone).
+    max_length : int or None
+        Longest allowed record (residues + linkers); None folds anything (ESM-2 saw <= 1024).
+
+    Raises `InvalidSequenceError`/`InvalidInputError` naming the record before any folding, and
+    `FoldingError` naming the records that failed after every memory fallback.
+    """
+    records = _raw_records(sequences)
+    items, failures = prepare(
+        records,
+        max_length=max_length,
+        linker_length=linker_length,
+        residue_index_offset=residue_index_offset,
+    )
+    if failures:
+        exc = InvalidInputError if failures[0].reason == "too-long" else InvalidSequenceError
+        raise exc(failures[0].message)
+    from protein_lm.folding_runtime import Folder
+
+    folder = Folder(model, device, chunk_size, num_recycles, cpu_fallback)
+    by_id: dict[str, FoldResult] = {}
+    bad: list[FoldFailure] = []
+    for out in folder.iter(items, max_tokens):
+        if isinstance(out, FoldFailure):
+            bad.append(out)
+        else:
+            by_id[out.id] = out
+    if bad:
+        raise FoldingError("; ".join(f"{f.id!r}: {f.message}" for f in bad))
+    return [by_id[it.id] for it in items]
+
+
+def iter_fold(
+    items: list[FoldInput],
+    model: Any,
+    *,
+    device: str | None = None,
+    chunk_size: int | str | None = "auto",
+    max_tokens: int = 1024,
+    num_recycles: int | None = None,
+    cpu_fallback: bool = True,
+) -> Iterator[FoldResult | FoldFailure]:
+    """Fold prepared items (see `prepare`) in length-sorted batches; yields results or failures."""
+    from protein_lm.folding_runtime import Folder
+
+    yield from Folder(model, device, chunk_size, num_recycles, cpu_fallback).iter(
+        items, max_tokens
+    )
+
+
+def prepare(
+    records: list[FastaRecord],
+    *,
+    max_length: int | None = MAX_LENGTH,
+    linker_length: int = 25,
+    residue_index_offset: int = 512,
+) -> tuple[list[FoldInput], list[FoldFailure]]:
+    """Parse and check records into model inputs; bad ones become `FoldFailure`s (with the fix)."""
+    rc = require("transformers.models.esm.openfold_utils.residue_constants", "fold")
+    if linker_length < 0 or residue_index_offset < 0:
+        raise ValueError(
+            f"`linker_length` and `residue_index_offset` must be >= 0, got "
+            f"{linker_length} and {residue_index_offset}"
+        )
+    items, failures = [], []
+    linker = "G" * linker_length
+    for rec in records:
+        try:
+            chains = parse_chains(rec.sequence, rec.id)
+        except InvalidSequenceError as exc:
+            failures.append(FoldFailure(rec.id, rec.sequence, "invalid", str(exc)))
+            continue
+        joined = linker.join(chains)
+        if max_length is not None and len(joined) > max_length:
+            failures.append(
+                FoldFailure(
+                    rec.id,
+                    rec.sequence,
+                    "too-long",
+                    (
+                        f"Record {rec.id!r} has {len(joined)} residues (linkers included) > "
+                        f"max_length {max_length}; split it, or allow it with max_length=None "
+                        "(CLI: --max-length 0) - ESM-2 was trained on <= 1024 residues and memory "
+                        "grows with length^2-3"
+                    ),
+                )
+            )
+            continue
+        # fair-esm's scheme: chain k and the linker after it are numbered from start + k * offset.
+        residx, real, chain_index, start = [], [], [], 0
+        for k, chain in enumerate(chains):
+            n = len(chain) + (linker_length if k < len(chains) - 1 else 0)
+            residx.extend(
+                range(start + k * residue_index_offset, start + n + k * residue_index_offset)
+            )
+            real.extend([True] * len(chain) + [False] * (n - len(chain)))
+            chain_index.extend([k] * len(chain))
+            start += n
+        aatype = np.array(
+            [rc.restype_order_with_x.get(a, rc.restype_num) for a in joined], dtype=np.int64
+        )
+        items.append(
+            FoldInput(
+                rec.id,
+                chains,
+                aatype,
+                np.asarray(residx, dtype=np.int64),
+                np.asarray(real),
+                np.asarray(chain_index, dtype=np.int64),
+            )
+        )
+    return items, failures
+
+
+def _chain_id(k: int) -> str:
+    """A, B, ..., 9 for the first 62 chains, then two characters (mmCIF only)."""
+    return (
+        CHAIN_IDS[k]
+        if k < len(CHAIN_IDS)
+        else CHAIN_IDS[k // len(CHAIN_IDS) - 1] + CHAIN_IDS[k % len(CHAIN_IDS)]
+    )
+
+
+def _raw_records(sequences: Any) -> list[FastaRecord]:
+    """Records without validation (multimer ':' is checked by `parse_chains`)."""
+    if isinstance(sequences, os.PathLike) or (
+        isinstance(sequences, str)
+        and (
+            sequences.lstrip().startswith(">")
+            or (len(sequences) < 4096 and "\n" not in sequences and Path(sequences).is_file())
+        )
+    ):
+        return read_fasta(sequences, validate_sequences=False)
+    if isinstance(sequences, str):
+        return [FastaRecord("seq0", sequences)]
+    if isinstance(sequences, Mapping):
+        return [FastaRecord(str(k), v) for k, v in sequences.items()]
+    out = [
+        item if isinstance(item, FastaRecord) else FastaRecord(f"seq{i}", item)
+        for i, item in enumerate(sequences)
+    ]
+    dup = {r.id for r in out if [x.id for x in out].count(r.id) > 1}
+    if dup:
+        raise InvalidInputError(f"Duplicate record ids {sorted(dup)}; ids must be unique")
+    return out
+
+
+def _deep_update(base: dict[str, Any], new: Mapping[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value

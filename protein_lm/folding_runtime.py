@@ -1,0 +1,283 @@
+"""Running ESMFold within memory: precision, trunk chunk size, and out-of-memory fallbacks.
+
+Policy (`Folder.fold_batch`): fold a length-sorted batch with the chunk size from `auto_chunk_size`
+(or the user's); on `torch.cuda.OutOfMemoryError` split the batch in halves, then retry one record
+with halved chunk sizes down to 4, then on CPU (language model in fp32), then return a
+`FoldFailure` for it. Any other exception fails only its batch (logged with the traceback).
+OOM is detected by type, never by matching the message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from protein_lm.errors import require
+from protein_lm.folding import FoldFailure, FoldInput, FoldResult
+
+__all__ = [
+    "CHUNK_SIZES",
+    "Folder",
+    "estimate_peak_bytes",
+    "auto_chunk_size",
+    "free_memory",
+    "place",
+]
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZES = (512, 256, 128, 64, 32, 16, 8, 4)  # candidates, largest first
+
+
+def estimate_peak_bytes(
+    length: int,
+    chunk: int | None,
+    *,
+    batch_size: int = 1,
+    pairwise_dim: int = 128,
+    pairwise_heads: int = 4,
+    bytes_per_value: int = 4,
+) -> int:
+    """Estimated activation peak of the folding trunk in bytes (weights not included).
+
+    About 12 live pair-sized tensors of shape (B, L, L, c_z) (states, recycling, the 4x pair MLP,
+    PAE/distogram logits), plus triangular attention, whose logits, bias and probabilities are 3
+    tensors of shape (B, chunk, H, L, L); chunking only shrinks the latter. Compared with measured
+    peaks in `benchmarks/folding_memory.py`.
+    """
+    rows = length if chunk is None else min(chunk, length)
+    pair = 12 * batch_size * length**2 * pairwise_dim * bytes_per_value
+    return pair + 3 * batch_size * rows * pairwise_heads * length**2 * bytes_per_value
+
+
+def auto_chunk_size(
+    length: int,
+    free_bytes: int,
+    *,
+    batch_size: int = 1,
+    pairwise_dim: int = 128,
+    pairwise_heads: int = 4,
+) -> int | None:
+    """Largest trunk chunk size (None: unchunked) whose `estimate_peak_bytes` fits 80% of memory.
+
+    If nothing fits, the smallest candidate (4); the out-of-memory fallbacks take it from there.
+    """
+    kw = {"batch_size": batch_size, "pairwise_dim": pairwise_dim, "pairwise_heads": pairwise_heads}
+    budget = 0.8 * free_bytes
+    if estimate_peak_bytes(length, None, **kw) <= budget:
+        return None
+    for chunk in CHUNK_SIZES:
+        if chunk < length and estimate_peak_bytes(length, chunk, **kw) <= budget:
+            return chunk
+    return CHUNK_SIZES[-1]
+
+
+def free_memory(device: str) -> int:
+    """Bytes available on `device` (CUDA: free + cached by torch; CPU: available RAM)."""
+    torch = require("torch", "torch")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        return int(free + torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev))
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:  # pragma: no cover - psutil is nearly always there (jupyter depends on it)
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+class Folder:
+    """Holds an ESMFold model and applies the memory policy (chunk size, OOM fallbacks, devices).
+
+    `model` is a name for `load_folding_model` or a loaded `EsmForProteinFolding` (cast per the
+    precision policy and kept on its device unless `device` is given).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        device: str | None,
+        chunk_size: Any,
+        num_recycles: int | None,
+        cpu_fallback: bool,
+    ) -> None:
+        if chunk_size not in ("auto", None) and not (
+            isinstance(chunk_size, int) and chunk_size > 0
+        ):
+            raise ValueError(
+                f"`chunk_size` must be a positive int, 'auto' or None, got {chunk_size!r}"
+            )
+        self.torch = require("torch", "torch")
+        if isinstance(model, (str, os.PathLike)):
+            from protein_lm.folding import load_folding_model
+
+            model = load_folding_model(str(model), device=device)
+        else:
+            model = place(model, device or str(next(model.parameters()).device))
+        self.model, self.chunk_size, self.num_recycles = model, chunk_size, num_recycles
+        self.home = str(next(model.parameters()).device)
+        self.cpu_fallback = cpu_fallback
+
+    def iter(self, items: list[FoldInput], max_tokens: int) -> Iterator[FoldResult | FoldFailure]:
+        from protein_lm.batching import token_budget_batches
+
+        for batch in token_budget_batches([it.length for it in items], max_tokens, extra_tokens=0):
+            yield from self.fold_batch([items[i] for i in batch])
+
+    def plan(self, length: int, batch_size: int, device: str) -> list[tuple[str, int | None]]:
+        """(device, chunk) attempts: the chosen chunk, halved chunks down to 4, then CPU."""
+        cfg = self.model.config.esmfold_config.trunk
+        heads = cfg.pairwise_state_dim // cfg.pairwise_head_width
+
+        def choose(dev: str) -> int | None:
+            if self.chunk_size != "auto":
+                return self.chunk_size
+            return auto_chunk_size(
+                length,
+                free_memory(dev),
+                batch_size=batch_size,
+                pairwise_dim=cfg.pairwise_state_dim,
+                pairwise_heads=heads,
+            )
+
+        first = choose(device)
+        attempts = [(device, first)] + [
+            (device, c) for c in CHUNK_SIZES if c < min(first or length, length)
+        ]
+        if self.cpu_fallback and device != "cpu":
+            attempts.append(("cpu", choose("cpu")))
+        return attempts
+
+    def fold_batch(self, items: list[FoldInput]) -> list[FoldResult | FoldFailure]:
+        length = max(it.length for it in items)
+        last = ""
+        for k, (device, chunk) in enumerate(self.plan(length, len(items), self.home)):
+            if k:
+                log.warning(
+                    "%s: out of memory; retrying on %s with chunk size %s",
+                    _ids(items),
+                    device,
+                    chunk,
+                )
+            oom = False
+            try:
+                return self.run(items, device, chunk)
+            except self.torch.cuda.OutOfMemoryError as exc:
+                oom, last = True, str(exc).splitlines()[0]
+            except Exception as exc:  # noqa: BLE001 - a bad batch must not end a bulk run
+                log.exception("%s: folding failed", _ids(items))
+                return [
+                    FoldFailure(
+                        it.id, ":".join(it.chains), "error", f"{type(exc).__name__}: {exc}"
+                    )
+                    for it in items
+                ]
+            if oom:  # outside the except block, so the failed attempt's tensors can be freed
+                _free(device)
+                if len(items) > 1:  # smaller batches before smaller chunks
+                    half = len(items) // 2
+                    return self.fold_batch(items[:half]) + self.fold_batch(items[half:])
+        return [
+            FoldFailure(
+                it.id,
+                ":".join(it.chains),
+                "out-of-memory",
+                f"out of memory with every chunk size{' and on CPU' if self.cpu_fallback else ''} "
+                f"({last}); fold it on a larger GPU or split the sequence",
+            )
+            for it in items
+        ]
+
+    def run(
+        self, items: list[FoldInput], device: str, chunk: int | None
+    ) -> list[FoldResult | FoldFailure]:
+        torch = self.torch
+        if str(next(self.model.parameters()).device) != str(torch.device(device)):
+            self.model = place(self.model, device)
+        self.model.trunk.set_chunk_size(chunk)
+        n, length = len(items), max(it.length for it in items)
+        aatype = torch.zeros(n, length, dtype=torch.long)
+        mask = torch.zeros(n, length, dtype=torch.long)
+        residx = torch.zeros(n, length, dtype=torch.long)
+        for i, it in enumerate(items):
+            aatype[i, : it.length] = torch.from_numpy(it.aatype)
+            mask[i, : it.length] = 1
+            residx[i, : it.length] = torch.from_numpy(it.residx)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model(
+                aatype.to(device),
+                attention_mask=mask.to(device),
+                position_ids=residx.to(device),
+                num_recycles=self.num_recycles,
+            )
+            results = self._results(items, out, device, chunk)
+        seconds = (time.perf_counter() - start) / n
+        return [dataclasses.replace(r, seconds=seconds) for r in results]
+
+    def _results(
+        self, items: list[FoldInput], out: Any, device: str, chunk: int | None
+    ) -> list[FoldResult]:
+        of = require("transformers.models.esm.openfold_utils", "fold")
+        pos14 = out["positions"][-1]  # (B, L, 14, 3)
+        pos37 = of.atom14_to_atom37(pos14, out).float().cpu().numpy()  # (B, L, 37, 3)
+        pos14 = pos14.float().cpu().numpy()
+        mask37 = out["atom37_atom_exists"].cpu().numpy() > 0.5  # (B, L, 37)
+        plddt = out["plddt"][..., 1].float().cpu().numpy() * 100.0  # CA atom, 0-1 -> 0-100
+        pae = out["predicted_aligned_error"].float().cpu().numpy()  # (B, L, L) Angstrom
+        results = []
+        for b, it in enumerate(items):
+            idx = np.flatnonzero(it.real)
+            pos, msk = pos37[b, idx], mask37[b, idx].copy()
+            unk = (
+                it.aatype[idx] == 20
+            )  # X: openfold gives it no atoms; keep its frame origin as CA
+            pos[unk, 1], msk[unk, 1] = pos14[b, idx[unk], 1], True
+            sel = self.torch.as_tensor(idx, device=out["ptm_logits"].device)
+            logits = out["ptm_logits"][b].index_select(0, sel).index_select(1, sel).float()
+            ptm = float(of.compute_tm(logits, max_bin=31, no_bins=logits.shape[-1]))
+            results.append(
+                FoldResult(
+                    it.id,
+                    ":".join(it.chains),
+                    pos.astype(np.float32),
+                    msk,
+                    plddt[b, idx].astype(np.float32),
+                    pae[b][np.ix_(idx, idx)].astype(np.float32),
+                    ptm,
+                    it.chain_index,
+                    0.0,
+                    device,
+                    chunk,
+                )
+            )
+        return results
+
+
+def place(model: Any, device: str) -> Any:
+    """Move to `device`, language model in fp16 on CUDA and fp32 elsewhere; eval mode, no grad.
+
+    fp16 halves the 3B language model's memory on GPU; on CPU half precision is slow or unsupported
+    for several kernels (a known ESMFold crash), so it runs in fp32 there.
+    """
+    torch = require("torch", "torch")
+    dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    model.esm.to(dtype)
+    return model.to(device).eval().requires_grad_(False)
+
+
+def _free(device: str) -> None:
+    torch = require("torch", "torch")
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _ids(items: list[FoldInput]) -> str:
+    return ", ".join(repr(it.id) for it in items[:3]) + (" ..." if len(items) > 3 else "")

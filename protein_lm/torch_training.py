@@ -1,0 +1,468 @@
+"""Fine-tune ESM-2 with the transformers `Trainer`: sequence/token classification and regression.
+
+`finetune(train, validation, test, config=FinetuneConfig(...), output_dir=...)` trains with
+token-budget batches (`protein_lm.torch_trainer`), evaluates on the validation split every
+`eval_steps`, keeps the best checkpoint by the task's selection metric (MCC, Q3 or Spearman),
+evaluates the test split once with it, and writes a standard transformers model directory plus
+`metrics.json`, `training_log.csv` and `training_curves.png` (see `protein_lm.reporting`). The same
+call runs unchanged on N processes under `torchrun` (DDP); only rank 0 writes files.
+
+Labels: per-residue label i belongs to token i+1 (`<cls>` is token 0); `<cls>`, `<eos>`, padding
+and masked residues are -100 and count neither in the loss nor in Q3. Sequences longer than
+`max_length - 2` residues (default 1,022) follow `length_policy`: "error", or "truncate" (with a
+warning naming how many; their cut-off residues are not scored). `torch_inference.predict`
+covers long sequences of per-residue tasks with overlapping windows, so every residue is predicted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protein_lm.batching import IGNORE_INDEX, TokenBudgetBatchSampler
+from protein_lm.errors import InvalidInputError, require
+from protein_lm.reporting import (
+    CURVES_FILE, METRICS_FILE, TRAINING_LOG, LogEntry, atomic_output_dir, plot_training_curves,
+    write_metrics, write_training_log,
+)  # fmt: skip
+from protein_lm.sequences import RARE_AA, STANDARD_AA
+from protein_lm.tokenization import MAX_TOKENS
+
+__all__ = [
+    "FinetuneConfig",
+    "FinetuneResult",
+    "finetune",
+    "finetune_cli",
+    "default_learning_rate",
+    "is_peft_model",
+    "SELECTION_METRIC",
+]
+
+log = logging.getLogger(__name__)
+
+TASKS = ("sequence-classification", "token-classification", "regression")
+SELECTION_METRIC = {"sequence-classification": "mcc", "token-classification": "q3",
+                    "regression": "spearman"}
+_ALLOWED = frozenset(STANDARD_AA + RARE_AA + "-.")
+# ESM-2 was trained on crops of 1,024 tokens (1,022 residues + <cls>/<eos>); rotary positions
+# allow more, but quality past the training crop is untested, so that is the default limit.
+DEFAULT_MAX_LENGTH = 1024
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Options of one fine-tuning run (all validated in `__post_init__`).
+
+    `epochs` and `max_steps` are exclusive (default: 3 epochs); `max_time_s` additionally stops
+    after that many seconds of training. `learning_rate=None` picks `default_learning_rate`.
+    `batch_tokens` is the per-process token budget of a batch, padding and special tokens counted.
+    `class_weights`: None, "balanced" (inverse training frequency) or one weight per class.
+    `precision`: "auto" = bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU.
+    `model_overrides` change the config of `model="tiny"` (e.g. `{"num_hidden_layers": 2}`).
+    """
+
+    task: str
+    model: str = "tiny"
+    epochs: float | None = None
+    max_steps: int | None = None
+    max_time_s: float | None = None
+    learning_rate: float | None = None
+    batch_tokens: int = 8000
+    eval_batch_tokens: int | None = None
+    eval_steps: int | None = None
+    seed: int = 0
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    class_weights: str | tuple[float, ...] | None = None
+    lora: bool = False
+    lora_rank: int = 8
+    gradient_checkpointing: bool = False
+    precision: str = "auto"
+    attn_implementation: str = "sdpa"
+    length_policy: str = "truncate"
+    max_length: int = DEFAULT_MAX_LENGTH
+    device: str | None = None
+    progress: bool = True
+    model_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.task in TASKS, f"`task` must be one of {TASKS}, got {self.task!r}"),
+            (not (self.epochs and self.max_steps), "give `epochs` or `max_steps`, not both"),
+            (self.epochs is None or self.epochs > 0, f"`epochs` must be > 0, got {self.epochs}"),
+            (self.max_steps is None or self.max_steps > 0,
+             f"`max_steps` must be > 0, got {self.max_steps}"),
+            (self.max_time_s is None or self.max_time_s > 0,
+             f"`max_time_s` must be > 0, got {self.max_time_s}"),
+            (self.learning_rate is None or self.learning_rate > 0,
+             f"`learning_rate` must be > 0, got {self.learning_rate}"),
+            (self.batch_tokens > 0, f"`batch_tokens` must be > 0, got {self.batch_tokens}"),
+            (self.eval_steps is None or self.eval_steps > 0,
+             f"`eval_steps` must be > 0, got {self.eval_steps}"),
+            (0 <= self.warmup_fraction < 1,
+             f"`warmup_fraction` must be in [0, 1), got {self.warmup_fraction}"),
+            (self.class_weights in (None, "balanced") or isinstance(self.class_weights, tuple),
+             f"`class_weights` must be None, 'balanced' or a tuple of floats, got {self.class_weights!r}"),
+            (self.class_weights is None or self.task != "regression",
+             "`class_weights` needs a classification task, not regression"),
+            (self.lora_rank > 0, f"`lora_rank` must be > 0, got {self.lora_rank}"),
+            (self.precision in ("auto", "fp32", "bf16", "fp16"),
+             f"`precision` must be 'auto', 'fp32', 'bf16' or 'fp16', got {self.precision!r}"),
+            (self.attn_implementation in ("eager", "sdpa"),
+             f"`attn_implementation` must be 'eager' or 'sdpa', got {self.attn_implementation!r}"),
+            (self.length_policy in ("truncate", "error"),
+             f"`length_policy` must be 'truncate' or 'error', got {self.length_policy!r}"),
+            (3 <= self.max_length <= MAX_TOKENS,
+             f"`max_length` must be in [3, {MAX_TOKENS}] tokens, got {self.max_length}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (round-trips through `from_dict`)."""
+        d = asdict(self)
+        d["model_overrides"] = dict(self.model_overrides)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FinetuneConfig:
+        """Inverse of `to_dict`."""
+        d = dict(d)
+        if isinstance(d.get("class_weights"), list):
+            d["class_weights"] = tuple(d["class_weights"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """Outcome of `finetune`. Metrics are fractions (accuracy, q3, macro_f1), correlations
+    (mcc, spearman, pearson) or the squared label unit (mse); `train_seconds` is wall time."""
+
+    output_dir: Path
+    validation: dict[str, float]
+    test: dict[str, float] | None
+    best_step: int | None
+    steps: int
+    train_seconds: float
+    world_size: int
+    weights_sha256: str
+    id2label: dict[int, str] | None
+    log: tuple[LogEntry, ...]
+
+
+def default_learning_rate(model: str, lora: bool = False) -> float:
+    """1e-3 to train `tiny` from scratch, 3e-4 for LoRA adapters, 5e-5 to fine-tune all weights."""
+    if model == "tiny":
+        return 1e-3
+    return 3e-4 if lora else 5e-5
+
+
+# ----------------------------------------------------------------------------------- data
+def _as_dataset(data: Any, source: str) -> Any:
+    import datasets
+
+    if isinstance(data, datasets.Dataset):
+        return data
+    if hasattr(data, "to_dict") and hasattr(data, "columns"):  # pandas DataFrame
+        return datasets.Dataset.from_pandas(data, preserve_index=False)
+    if isinstance(data, Mapping):
+        return datasets.Dataset.from_dict(dict(data))
+    raise InvalidInputError(f"{source}: expected a datasets.Dataset, DataFrame or dict of columns, "
+                            f"got {type(data).__name__}")
+
+
+def _prepare(data: Any, task: str, label2id: dict[str, int] | None, source: str,
+             config: FinetuneConfig) -> tuple[Any, dict[int, str] | None]:
+    """Validate a split and turn it into an `ExampleDataset` (+ id2label from the training split)."""
+    from protein_lm.data import encode_labels
+    from protein_lm.torch_trainer import ExampleDataset
+
+    ds = _as_dataset(data, source)
+    missing = {"sequence", "label"} - set(ds.column_names)
+    if missing:
+        raise InvalidInputError(f"{source}: missing column(s) {sorted(missing)}; has {ds.column_names}")
+    if len(ds) == 0:
+        raise InvalidInputError(f"{source}: no rows")
+    ids = ds["id"] if "id" in ds.column_names else [f"row{i + 1}" for i in range(len(ds))]
+    seqs = ds["sequence"]
+    for i, seq in enumerate(seqs):
+        bad = set(seq) - _ALLOWED if isinstance(seq, str) else {"<not a string>"}
+        if bad or not seq:
+            raise InvalidInputError(
+                f"{source}, row {i + 1} (id {ids[i]!r}), field 'sequence': invalid character(s) "
+                f"{sorted(bad)}; allowed: {STANDARD_AA}{RARE_AA} and gaps (clean with sequences.validate)")
+        if task == "token-classification" and len(ds[i]["label"]) != len(seq):
+            raise InvalidInputError(f"{source}, row {i + 1} (id {ids[i]!r}), field 'label': "
+                                    f"{len(ds[i]['label'])} labels for {len(seq)} residues")
+    encoded, id2label = encode_labels(ds, task, label2id, source=source)  # type: ignore[arg-type]
+    too_long = [i for i, s in enumerate(seqs) if len(s) > config.max_length - 2]
+    if too_long:
+        first = too_long[0]
+        if config.length_policy == "error":
+            raise InvalidInputError(
+                f"{source}, row {first + 1} (id {ids[first]!r}), field 'sequence': {len(seqs[first])} "
+                f"residues > {config.max_length - 2}; use length_policy='truncate' or split it")
+        warnings.warn(f"{source}: {len(too_long)} sequence(s) longer than {config.max_length - 2} "
+                      "residues are truncated (their cut-off residues are not trained or scored)",
+                      stacklevel=3)
+    return ExampleDataset(seqs, encoded["labels"]), id2label
+
+
+def _class_weights(config: FinetuneConfig, labels: Sequence[Any], n_classes: int) -> list[float] | None:
+    if config.class_weights is None:
+        return None
+    if isinstance(config.class_weights, tuple):
+        if len(config.class_weights) != n_classes:
+            raise ValueError(f"`class_weights` has {len(config.class_weights)} values for "
+                             f"{n_classes} classes")
+        return [float(w) for w in config.class_weights]
+    flat = np.concatenate([np.ravel(np.asarray(lab)) for lab in labels])
+    counts = np.bincount(flat[flat != IGNORE_INDEX], minlength=n_classes)
+    # sklearn's "balanced" rule: n / (k * count); max(count, 1) keeps absent classes finite.
+    return (counts.sum() / (n_classes * np.maximum(counts, 1))).tolist()
+
+
+# -------------------------------------------------------------------------------- metrics
+def _metric_fns(task: str, scale: tuple[float, float]) -> tuple[Any, Any]:
+    from protein_lm.metrics import classification_metrics, regression_metrics, token_metrics
+
+    def preprocess(logits: Any, labels: Any) -> Any:
+        # Keep argmax ids (not (N, T, C) logits) across evaluation batches to save memory.
+        return logits.squeeze(-1) if task == "regression" else logits.argmax(-1)
+
+    def compute(pred: Any) -> dict[str, float]:
+        preds, labels = np.asarray(pred.predictions), np.asarray(pred.label_ids)
+        if task == "token-classification":
+            m = token_metrics(labels, preds)
+            return {k: v for k, v in m.items() if k != "accuracy"}
+        if task == "regression":
+            mean, std = scale
+            return regression_metrics(labels * std + mean, preds * std + mean)
+        return classification_metrics(labels, preds)
+
+    return preprocess, compute
+
+
+# --------------------------------------------------------------------------------- helpers
+def _precision_flags(precision: str, device: str) -> dict[str, bool]:
+    import torch
+
+    if device == "cpu" or precision == "fp32":
+        if precision in ("bf16", "fp16") and device == "cpu":
+            warnings.warn(f"precision={precision!r} ignored on CPU; training in fp32", stacklevel=3)
+        return {"bf16": False, "fp16": False}
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def _weights_sha256(model: Any) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def is_peft_model(model: Any) -> bool:
+    """True for a peft (LoRA) wrapper."""
+    return hasattr(model, "peft_config") and hasattr(model, "merge_and_unload")
+
+
+def _wrap_lora(model: Any, config: FinetuneConfig) -> Any:
+    peft = require("peft", "torch")
+    task_type = peft.TaskType.TOKEN_CLS if config.task == "token-classification" else peft.TaskType.SEQ_CLS
+    lora = peft.LoraConfig(task_type=task_type, r=config.lora_rank, lora_alpha=2 * config.lora_rank,
+                           lora_dropout=0.0, target_modules=["query", "key", "value", "dense"])
+    return peft.get_peft_model(model, lora)
+
+
+def _shared_tmp_dir(state: Any, stack: contextlib.ExitStack, output_dir: Path, overwrite: bool) -> Path:
+    """Rank 0 opens the atomic output directory; the other ranks receive its path."""
+    path = [str(stack.enter_context(atomic_output_dir(output_dir, overwrite=overwrite)))
+            if state.is_main_process else ""]
+    if state.num_processes > 1:
+        import torch.distributed as dist
+
+        dist.broadcast_object_list(path, src=0)
+    return Path(path[0])
+
+
+# ------------------------------------------------------------------------------- finetune
+def finetune(
+    train: Any,
+    validation: Any,
+    test: Any = None,
+    *,
+    config: FinetuneConfig,
+    output_dir: str | os.PathLike[str],
+    overwrite: bool = False,
+    source_names: Sequence[str] = ("train", "validation", "test"),
+) -> FinetuneResult:
+    """Fine-tune `config.model` on `train`, choose the best checkpoint on `validation`, score `test`.
+
+    Parameters
+    ----------
+    train, validation, test : datasets.Dataset, DataFrame or dict of columns
+        Columns `sequence`, `label` (class name, number, or one class character per residue) and
+        optional `id` and `mask` (0/1 string per residue, 0 = unlabelled), as from
+        `data.read_table` or the `data.load_*` loaders. `test` is evaluated once, at the end.
+    output_dir : path
+        Written atomically (temporary sibling folder, renamed on success); must not exist or be
+        empty unless `overwrite`.
+    source_names : three str
+        Names of the splits in error messages (the CLI passes the file paths).
+    """
+    torch = require("torch", "torch")
+    transformers = require("transformers", "torch")
+    from accelerate import PartialState
+
+    from protein_lm.models import load_model
+    from protein_lm.tokenization import hf_tokenizer
+    from protein_lm.torch_trainer import LogRecorder, TimeBudget, TokenBudgetTrainer, make_collator
+
+    task = config.task
+    train_ds, id2label = _prepare(train, task, None, source_names[0], config)
+    label2id = None if id2label is None else {v: k for k, v in id2label.items()}
+    val_ds, _ = _prepare(validation, task, label2id, source_names[1], config)
+    test_ds = None if test is None else _prepare(test, task, label2id, source_names[2], config)[0]
+    scale = (0.0, 1.0)
+    if task == "regression":
+        y = np.asarray(train_ds.labels, dtype=np.float64)
+        if y.std() == 0:
+            raise InvalidInputError(f"{source_names[0]}: all regression labels are equal")
+        # Standardised targets keep the MSE loss O(1) whatever the label unit.
+        scale = (float(y.mean()), float(y.std()))
+        for ds in (train_ds, val_ds, test_ds):
+            if ds is not None:
+                ds.labels = [(v - scale[0]) / scale[1] for v in ds.labels]
+
+    state = PartialState(cpu=config.device == "cpu")
+    device = "cpu" if state.device.type == "cpu" else state.device.type
+    lr = config.learning_rate or default_learning_rate(config.model, config.lora)
+    n_batches = len(TokenBudgetBatchSampler(train_ds.lengths, config.batch_tokens, seed=config.seed,
+                                            num_replicas=state.num_processes, rank=0))
+    total = config.max_steps or max(1, int(np.ceil((config.epochs or 3.0) * max(n_batches, 1))))
+    eval_steps = config.eval_steps or max(1, total // 10)
+    transformers.set_seed(config.seed)  # classifier head init of pretrained models
+
+    with contextlib.ExitStack() as stack:
+        tmp = _shared_tmp_dir(state, stack, Path(output_dir), overwrite)
+        model = load_model(config.model, task, id2label=id2label, seed=config.seed, device="cpu",
+                           attn_implementation=config.attn_implementation,
+                           config_overrides=dict(config.model_overrides) or None)
+        if config.lora:
+            model = _wrap_lora(model, config)
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp / "checkpoints"),
+            max_steps=config.max_steps or -1, num_train_epochs=config.epochs or 3.0,
+            learning_rate=lr, weight_decay=config.weight_decay, warmup_steps=config.warmup_fraction,
+            lr_scheduler_type="linear", seed=config.seed, data_seed=config.seed,
+            eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps", save_steps=eval_steps,
+            logging_steps=max(1, min(eval_steps, total // 50)), load_best_model_at_end=True,
+            metric_for_best_model=SELECTION_METRIC[task], greater_is_better=True,
+            save_total_limit=1, save_only_model=True, report_to="none",
+            disable_tqdm=not config.progress or not state.is_main_process,
+            remove_unused_columns=False, dataloader_num_workers=0, use_cpu=device == "cpu",
+            activation_checkpointing=config.gradient_checkpointing,
+            activation_checkpointing_kwargs={"use_reentrant": False},
+            **_precision_flags(config.precision, device),
+        )
+        preprocess, compute = _metric_fns(task, scale)
+        recorder = LogRecorder()
+        trainer = TokenBudgetTrainer(
+            model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+            data_collator=make_collator(task, config.max_length), processing_class=hf_tokenizer(),
+            compute_metrics=compute, preprocess_logits_for_metrics=preprocess,
+            callbacks=[recorder, TimeBudget(config.max_time_s)],
+            batch_tokens=config.batch_tokens, eval_batch_tokens=config.eval_batch_tokens or
+            2 * config.batch_tokens, max_length=config.max_length,
+            class_weights=None if id2label is None else _class_weights(config, train_ds.labels,
+                                                                        len(id2label)),
+        )
+        start = time.monotonic()
+        trainer.train()
+        train_seconds = time.monotonic() - start
+        best_step = trainer.state.best_global_step
+        val_metrics = {e.name: e.value for e in recorder.entries
+                       if e.split == "validation" and e.step == best_step}
+        if not val_metrics:  # no evaluation logged at the best step: evaluate again
+            val_metrics = trainer.evaluate(val_ds)
+        val_metrics = {k.removeprefix("eval_"): v for k, v in val_metrics.items()
+                       if not k.endswith(("runtime", "per_second"))}
+        test_metrics = None
+        if test_ds is not None:
+            raw = trainer.evaluate(test_ds, metric_key_prefix="test")
+            test_metrics = {k.removeprefix("test_"): v for k, v in raw.items()
+                            if not k.endswith(("runtime", "per_second", "epoch"))}
+        final = trainer.model.merge_and_unload() if config.lora else trainer.model
+        digest = _weights_sha256(final)
+        digests, vals = [digest], [val_metrics]
+        if state.num_processes > 1:
+            import torch.distributed as dist
+
+            gathered: list[Any] = [None] * state.num_processes
+            dist.all_gather_object(gathered, (digest, val_metrics))
+            digests, vals = [g[0] for g in gathered], [g[1] for g in gathered]
+        if state.is_main_process:
+            shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+            final.config.protein_lm_task = task
+            if task == "regression":
+                final.config.protein_lm_label_scale = list(scale)
+            final.save_pretrained(tmp, safe_serialization=True)
+            hf_tokenizer().save_pretrained(tmp)
+            entries = tuple(recorder.entries)
+            write_training_log(entries, tmp / TRAINING_LOG)
+            write_metrics(tmp / METRICS_FILE, val_metrics, test_metrics, best_step=best_step,
+                          steps=trainer.state.global_step, train_seconds=round(train_seconds, 2),
+                          task=task, model=config.model, world_size=state.num_processes,
+                          weights_sha256=digests, validation_per_process=vals)
+            plot_training_curves(entries, tmp / CURVES_FILE, title=f"{task} ({config.model})")
+            (tmp / "finetune_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    if state.num_processes > 1:
+        torch.distributed.barrier()  # every rank returns after rank 0 renamed the directory
+    return FinetuneResult(
+        output_dir=Path(output_dir), validation=val_metrics, test=test_metrics, best_step=best_step,
+        steps=trainer.state.global_step, train_seconds=train_seconds,
+        world_size=state.num_processes, weights_sha256=digest, id2label=id2label,
+        log=tuple(recorder.entries),
+    )
+
+
+def finetune_cli(args: Any) -> int:
+    """`protein-lm finetune --framework pt`: read the tables, train, print where results went."""
+    from protein_lm.data import read_table
+
+    files = [args.train, args.validation, *([args.test] if args.test else [])]
+    tables = [read_table(f, args.task) for f in files]
+    config = FinetuneConfig(
+        task=args.task, model=args.model, epochs=args.epochs, max_steps=args.max_steps,
+        max_time_s=args.max_time, learning_rate=args.learning_rate, batch_tokens=args.batch_tokens,
+        eval_steps=args.eval_steps, seed=args.seed, lora=args.lora, lora_rank=args.lora_rank,
+        class_weights=None if args.class_weights == "none" else args.class_weights,
+        gradient_checkpointing=args.gradient_checkpointing, precision=args.precision,
+        attn_implementation=args.attn_implementation, length_policy=args.length_policy,
+        device=args.device, progress=not args.no_progress,
+    )
+    result = finetune(*tables[:2], tables[2] if len(tables) > 2 else None, config=config,
+                      output_dir=args.output_dir, overwrite=args.overwrite,
+                      source_names=[str(f) for f in files] + ["test"] * (3 - len(files)))
+    key = SELECTION_METRIC[args.task]
+    line = f"validation {key} {result.validation.get(key, float('nan')):.4f} (best step {result.best_step})"
+    if result.test is not None:
+        line += f", test {key} {result.test.get(key, float('nan')):.4f}"
+    print(f"{line}; model, metrics.json, training_log.csv in {result.output_dir}")
+    return 0
