@@ -27,14 +27,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from protein_lm.errors import InvalidInputError, require
-from protein_lm.folding import (
-    DEFAULT_MODEL,
-    MAX_LENGTH,
-    FoldFailure,
-    FoldResult,
-    iter_fold,
-    prepare,
-)
+from protein_lm.folding import DEFAULT_MODEL, MAX_LENGTH, FoldFailure, FoldResult, prepare
+from protein_lm.folding_runtime import Folder
 from protein_lm.sequences import FastaRecord, atomic_write_text, read_fasta
 from protein_lm.structure import read_metadata
 
@@ -133,27 +127,18 @@ def fold_fasta(
     folded = failed = 0
     try:
         items, bad = prepare(todo, max_length=max_length)
+        # Load the model before any record is reported, so a bad --model fails fast and cleanly.
+        folder = Folder(model, device, chunk_size, num_recycles, cpu_fallback) if items else None
         for failure in bad:
             _record_failure(out, names[failure.id], failure)
         failed += len(bad)
         from tqdm import tqdm  # text bar: works in terminals and notebooks without ipywidgets
 
-        with tqdm(
+        bar = tqdm(
             total=len(todo), initial=len(bad), disable=not progress, desc="fold", unit="seq"
-        ) as bar:
-            results = (
-                iter_fold(
-                    items,
-                    model,
-                    device=device,
-                    chunk_size=chunk_size,
-                    max_tokens=max_tokens,
-                    num_recycles=num_recycles,
-                    cpu_fallback=cpu_fallback,
-                )
-                if items
-                else iter(())
-            )
+        )
+        with bar:
+            results = folder.iter(items, max_tokens) if folder else iter(())
             for result in results:
                 if isinstance(result, FoldFailure):
                     _record_failure(out, names[result.id], result)

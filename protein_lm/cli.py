@@ -57,7 +57,8 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attn-implementation", choices=("sdpa", "eager"), default="sdpa")
     p.add_argument("--length-policy", choices=("truncate", "error"), default="truncate",
                    help="sequences over 1,022 residues: truncate with a warning, or stop with an error")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="default: cuda if available (under torchrun, one GPU per process)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -138,16 +139,56 @@ def _run_fold(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- embed
 def _add_embed(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("embed", help="mean or per-residue embeddings (and contacts) for a FASTA")
+    p = sub.add_parser("embed", help="mean or per-residue embeddings (and contacts) for a FASTA",
+                       description="Embed every record of a FASTA. Output by suffix: .npz (all "
+                       "arrays), .npy (mean embeddings; ids in <stem>.ids.txt), .parquet, or a "
+                       "folder of shards. Resumable: rerun the same command after an interruption.")
     p.add_argument("--model", required=True, help="hub id, local dir, or 'tiny'")
     p.add_argument("input", type=Path)
     p.add_argument("-o", "--output", required=True, type=Path)
     p.add_argument("--per-residue", action="store_true")
-    p.add_argument("--contacts", action="store_true")
+    p.add_argument("--contacts", action="store_true", help="contact maps from the contact head")
+    p.add_argument("--layers", type=int, nargs="+", default=[-1],
+                   help="layers to return, negative from the end (default -1: last, layer-normed)")
+    p.add_argument("--batch-tokens", type=int, default=4096,
+                   help="token budget per batch, padding included (default 4096)")
+    p.add_argument("--strategy", choices=("auto", "padded", "exact"), default="auto",
+                   help="auto: padded batches on CUDA, exact-length batches on CPU")
+    p.add_argument("--long", choices=("error", "window"), default="error",
+                   help="sequences > 1,022 residues: error (default) or average windows")
+    p.add_argument("--shard-size", type=int, default=1000, help="records per resumable shard")
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                   help="model dtype (default float32; float16/bfloat16 halve GPU memory)")
 
 
 def _run_embed(args: argparse.Namespace) -> int:
-    raise NotImplementedError("embed: implemented by protein_lm.embeddings")
+    import torch
+
+    from protein_lm.embedding_store import embed_to_file
+    from protein_lm.models import load_model
+
+    model = load_model(args.model, "masked-lm", device=args.device,
+                       dtype=getattr(torch, args.dtype))
+    out = embed_to_file(
+        model.eval(), args.input, args.output, shard_size=args.shard_size, model_name=args.model,
+        layers=args.layers, per_residue=args.per_residue, contacts=args.contacts,
+        max_tokens=args.batch_tokens, strategy=args.strategy, long_policy=args.long,
+    )
+    failed = _failed_ids(out)
+    if failed:
+        log.error("out of memory, skipped (NaN rows): %s", ", ".join(failed))
+        return 1
+    log.info("wrote %s", out)
+    return 0
+
+
+def _failed_ids(out: Path) -> list[str]:
+    if out.suffix.lower() not in ("", ".npz"):
+        return []
+    from protein_lm.embedding_store import load_embeddings
+
+    return list(load_embeddings(out).failed)
 
 
 # ---------------------------------------------------------------- score
@@ -161,11 +202,45 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, type=Path)
     p.add_argument("--offset", type=int, default=1, help="number of the first residue (default 1)")
     p.add_argument("--strategy", nargs="+", default=["masked-marginals"],
-                   choices=("wt-marginals", "masked-marginals", "pseudo-ppl"))
+                   choices=("wt-marginals", "masked-marginals", "pseudo-ppl"),
+                   help="one or more; pseudo-ppl costs L forward passes per mutant")
+    p.add_argument("--column", default="mutant", help="mutation column (default 'mutant')")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="report bad rows (wrong wild-type letter, out of range, malformed, "
+                   "duplicate) and leave their scores empty instead of stopping")
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
 
 
 def _run_score(args: argparse.Namespace) -> int:
-    raise NotImplementedError("score: implemented by protein_lm.variants")
+    import pandas as pd
+
+    from protein_lm.models import load_model
+    from protein_lm.sequences import atomic_write_text, read_fasta
+    from protein_lm.variants import score_dataframe
+
+    if args.fasta is not None:
+        records = read_fasta(args.fasta)
+        if len(records) != 1:
+            raise ValueError(f"{args.fasta} holds {len(records)} records; give one wild type")
+        wild_type = records[0].sequence
+    else:
+        wild_type = args.sequence
+    if not args.mutations.is_file():
+        raise FileNotFoundError(f"mutation file not found: {args.mutations}")
+    sep = "\t" if args.mutations.suffix.lower() in (".tsv", ".tab") else ","
+    table = pd.read_csv(args.mutations, sep=sep, encoding="utf-8-sig")
+    model = load_model(args.model, "masked-lm", device=args.device).eval()
+    scored, skipped = score_dataframe(
+        model, wild_type, table, strategies=args.strategy, offset=args.offset,
+        on_error="skip" if args.skip_invalid else "raise",
+        source=str(args.mutations), column=args.column,
+    )
+    for _, msg in skipped:
+        log.warning("skipped %s", msg)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.output, scored.to_csv(index=False))
+    log.info("wrote %d rows (%d skipped) to %s", len(scored), len(skipped), args.output)
+    return 0
 
 
 # ---------------------------------------------------------------- main

@@ -380,14 +380,22 @@ def _chain_id(k: int) -> str:
     )
 
 
+def _is_path(text: str) -> bool:
+    """A FASTA file name (by suffix, even if missing, so the error says 'not found') or a file."""
+    if "\n" in text or len(text) > 4096:
+        return False
+    if Path(text).suffix.lower() in (".fa", ".fasta", ".faa", ".fas", ".fna"):
+        return True
+    try:
+        return Path(text).is_file()
+    except OSError:  # e.g. a long sequence is too long for a file name
+        return False
+
+
 def _raw_records(sequences: Any) -> list[FastaRecord]:
     """Records without validation (multimer ':' is checked by `parse_chains`)."""
     if isinstance(sequences, os.PathLike) or (
-        isinstance(sequences, str)
-        and (
-            sequences.lstrip().startswith(">")
-            or (len(sequences) < 4096 and "\n" not in sequences and Path(sequences).is_file())
-        )
+        isinstance(sequences, str) and (sequences.lstrip().startswith(">") or _is_path(sequences))
     ):
         return read_fasta(sequences, validate_sequences=False)
     if isinstance(sequences, str):

@@ -33,6 +33,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CHUNK_SIZES = (512, 256, 128, 64, 32, 16, 8, 4)  # candidates, largest first
+_UNK = 20  # openfold residue type of X (`residue_constants.restype_num`)
 
 
 def estimate_peak_bytes(
@@ -236,9 +237,8 @@ class Folder:
         for b, it in enumerate(items):
             idx = np.flatnonzero(it.real)
             pos, msk = pos37[b, idx], mask37[b, idx].copy()
-            unk = (
-                it.aatype[idx] == 20
-            )  # X: openfold gives it no atoms; keep its frame origin as CA
+            # X (openfold type 20) gets no atoms from openfold; keep its frame origin as the CA.
+            unk = it.aatype[idx] == _UNK
             pos[unk, 1], msk[unk, 1] = pos14[b, idx[unk], 1], True
             sel = self.torch.as_tensor(idx, device=out["ptm_logits"].device)
             logits = out["ptm_logits"][b].index_select(0, sel).index_select(1, sel).float()

@@ -3,8 +3,8 @@
 Both training back ends (`protein_lm.torch_training`, `protein_lm.tf_training`) write the same files:
 
 - `training_log.csv`: one row per logging event, columns `step, epoch, split, name, value`
-  (long format: `split` is "train" or "validation", `name` a loss or metric name such as `loss`,
-  `q3`, `accuracy`), written by `write_training_log`;
+  (long format: `split` is "train", "validation" or "test", `name` a loss or metric name such as
+  `loss`, `q3`, `accuracy`), written by `write_training_log`;
 - `metrics.json`: `{"validation": {...}, "test": {...} | null, "best_step": int | null, ...}` written
   by `write_metrics` (validation = the best checkpoint's scores, test = evaluated once at the end);
 - `training_curves.png`: loss and validation metric against step (`plot_training_curves`);
@@ -51,6 +51,7 @@ __all__ = [
 TRAINING_LOG = "training_log.csv"
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "training_curves.png"
+_SCORES = ("accuracy", "macro_f1", "mcc", "q3", "spearman", "pearson")  # all within [-1, 1]
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class LogEntry:
 
     step: int
     epoch: float
-    split: str  # "train" or "validation"
+    split: str  # "train", "validation" or "test"
     name: str
     value: float
 
@@ -158,9 +159,10 @@ def plot_training_curves(
         xs.append(e.step)
         ys.append(e.value)
     for (split, name), (xs, ys) in sorted(series.items()):
+        # Test is scored once; learning rate, grad norm, counts and MSE (unbounded) are not plotted.
+        if split == "test" or ("loss" not in name and name not in _SCORES):
+            continue
         ax = ax_loss if "loss" in name else ax_metric
-        if split == "train" and "loss" not in name:
-            continue  # learning rate, grad norm: not plotted
         ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=f"{split} {name}")
     ax_loss.set(xlabel="optimiser step", ylabel="loss", title="loss")
     ax_metric.set(xlabel="optimiser step", ylabel="score", title="validation metrics")

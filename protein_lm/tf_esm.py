@@ -146,7 +146,7 @@ def _classes() -> Any:
             head_dim = cfg.hidden_size // cfg.num_attention_heads
             self.inv_freq = self.add_weight(
                 shape=(head_dim // 2,), initializer="zeros", trainable=False, dtype="float32",
-                name="inv_freq",
+                name="inv_freq", autocast=False,  # rotary angles stay float32 under mixed precision
             )
 
         def call(self, input_ids: Any, attention_mask: Any, training: bool = False) -> Any:

@@ -4,45 +4,34 @@ A model directory is read the same way whichever framework wrote it: the task co
 `config.json` (`protein_lm_task`, else the architecture and `problem_type`), class names from
 `id2label`, and regression predictions are mapped back to label units with
 `protein_lm_label_scale` (mean, std) when training standardised them. Per-residue tasks score
-sequences longer than the model's 1,022 residues in overlapping windows (logits averaged where
-windows overlap), so every residue gets a prediction; sequence tasks truncate them with a warning.
+sequences longer than the model's 1,022 residues in overlapping windows (probabilities averaged
+where windows overlap), so every residue gets a prediction; sequence tasks truncate them with a warning.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
+import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from protein_lm.batching import Collator, token_budget_batches
-from protein_lm.errors import InvalidInputError, InvalidSequenceError
-from protein_lm.sequences import FastaRecord, read_fasta, validate
+from protein_lm.errors import InvalidInputError
+from protein_lm.sequences import as_records
 from protein_lm.tokenization import MAX_TOKENS
+# One result type and one task rule for both frameworks (torch_inference imports torch lazily).
+from protein_lm.torch_inference import Predictions, model_task
 
-__all__ = ["TFPredictions", "predict", "batch_logits", "read_inputs", "predict_cli", "finetune_cli"]
+__all__ = ["predict", "batch_logits", "predict_cli", "finetune_cli"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TFPredictions:
-    """Predictions for `ids`: class names, numbers (label units) or per-residue class strings;
-    `probabilities` (N, C) softmax of sequence classification, columns in `class_names` order."""
-
-    ids: tuple[str, ...]
-    predictions: tuple[Any, ...]
-    probabilities: np.ndarray | None
-    class_names: tuple[str, ...] | None
-    task: str
 
 
 def batch_logits(forward: Any, sequences: Sequence[str], batch_tokens: int,
@@ -65,19 +54,6 @@ def batch_logits(forward: Any, sequences: Sequence[str], batch_tokens: int,
     return out  # type: ignore[return-value]
 
 
-def _task_of(cfg: Any) -> str:
-    task = getattr(cfg, "protein_lm_task", None)
-    if task:
-        return str(task)
-    arch = (getattr(cfg, "architectures", None) or [""])[0]
-    if arch == "EsmForTokenClassification":
-        return "token-classification"
-    if arch == "EsmForSequenceClassification":
-        return "regression" if cfg.problem_type == "regression" else "sequence-classification"
-    raise InvalidInputError(f"config.json names architecture {arch!r}: not a fine-tuned "
-                            "classifier/regressor; fine-tune it first (protein-lm finetune)")
-
-
 def _load(model: Any) -> Any:
     from protein_lm.tf_esm import load_tf_model
 
@@ -88,12 +64,7 @@ def _load(model: Any) -> Any:
         raise InvalidInputError(f"--model {str(path)!r} is not a model directory (no config.json); "
                                 "predict needs a directory written by `protein-lm finetune`")
     cfg = json.loads((path / "config.json").read_text())
-
-    class _Cfg:  # attribute view of config.json for _task_of
-        def __init__(self, d: dict[str, Any]) -> None:
-            self.__dict__.update(d)
-
-    task = _task_of(_Cfg({"problem_type": None, **cfg}))
+    task = model_task(SimpleNamespace(**{"problem_type": None, **cfg}))
     loaded = load_tf_model(str(path), task)
     if loaded.new_head:
         raise InvalidInputError(f"{path} has no trained {task} head ({', '.join(loaded.new_head)} "
@@ -101,54 +72,69 @@ def _load(model: Any) -> Any:
     return loaded
 
 
-def predict(model: Any, sequences: Any, *, batch_tokens: int = 8000) -> TFPredictions:
-    """Predict with a fine-tuned model (directory path or Keras model from `load_tf_model`).
+def predict(model: Any, sequences: Any, *, batch_tokens: int = 8000,
+            max_length: int = MAX_TOKENS - 2) -> Predictions:
+    """Predict with a fine-tuned model: a directory (PyTorch- or TF-written) or a Keras model.
 
     Parameters
     ----------
-    sequences : str, list of str, {id: sequence}, FASTA path, or list of `FastaRecord`
-        Validated with `sequences.validate`; errors name the record.
+    model : path or keras.Model
+        A directory written by `finetune` (either framework), or a model from `load_tf_model`.
+    sequences : FASTA path, iterable of str / FastaRecord, or {id: sequence}
+        Validated with `sequences.as_records` (bare strings get ids seq0, seq1, ...).
+    batch_tokens : int
+        Token budget per batch, padding counted.
+
+    Returns
+    -------
+    Predictions
+        The same type as `protein_lm.torch_inference.predict` returns (`to_csv` writes the file).
     """
+    from protein_lm.tf_esm import _keras
+
+    _keras()  # quiet TF logs, TensorFlow backend
     import tensorflow as tf
 
-    from protein_lm.sequences import as_records
-
+    if batch_tokens <= 0:
+        raise ValueError(f"`batch_tokens` must be > 0, got {batch_tokens}")
     model = _load(model)
-    records = as_records(sequences)
-    cfg, task = model.hf_config, _task_of(model.hf_config)
+    records = as_records(Path(sequences) if isinstance(sequences, os.PathLike) else sequences)
+    cfg = model.hf_config
+    task = model_task(cfg)
     spec = tf.TensorSpec((None, None), tf.int32)
     forward = tf.function(lambda x: model(x, training=False),
                           input_signature=[{"input_ids": spec, "attention_mask": spec}])
-    seqs, window = [r.sequence for r in records], MAX_TOKENS - 2
-    names = tuple(cfg.id2label[i] for i in range(cfg.num_labels)) if task != "regression" else None
+    window, ids = max_length - 2, tuple(r.id for r in records)
     if task == "token-classification":
-        pieces, owners = [], []
-        for n, seq in enumerate(seqs):
-            for start in _window_starts(len(seq), window):
-                pieces.append(seq[start : start + window])
-                owners.append((n, start))
-        logits = batch_logits(forward, pieces, batch_tokens)
-        sums = [np.zeros((len(s), cfg.num_labels)) for s in seqs]
-        counts = [np.zeros((len(s), 1)) for s in seqs]
-        for (n, start), lg in zip(owners, logits):
-            m = lg.shape[0] - 2
-            sums[n][start : start + m] += lg[1 : 1 + m]  # residue i is token i+1
-            counts[n][start : start + m] += 1
-        preds = tuple("".join(names[c] for c in (s / c_).argmax(-1)) for s, c_ in zip(sums, counts))
-        return TFPredictions(tuple(r.id for r in records), preds, None, names, task)
-    long = [r.id for r in records if len(r.sequence) > window]
-    if long:
-        warnings.warn(f"{len(long)} sequence(s) longer than {window} residues are truncated "
-                      f"(first: {long[0]!r})", stacklevel=2)
-    z = np.stack(batch_logits(forward, seqs, batch_tokens))
+        items = [(n, start, r.sequence[start : start + window]) for n, r in enumerate(records)
+                 for start in _window_starts(len(r.sequence), window)]
+        logits = batch_logits(forward, [s for _, _, s in items], batch_tokens, max_length)
+        names = tuple(cfg.id2label[i] for i in range(cfg.num_labels))
+        sums = [np.zeros((len(r.sequence), len(names))) for r in records]
+        counts = [np.zeros((len(r.sequence), 1)) for r in records]
+        for (n, start, sub), lg in zip(items, logits):
+            # Probabilities of overlapping windows are averaged (as torch_inference).
+            sums[n][start : start + len(sub)] += _softmax(lg[1 : 1 + len(sub)])  # residue i: token i+1
+            counts[n][start : start + len(sub)] += 1
+        lookup = np.array(names)
+        preds = tuple("".join(lookup[(s / c).argmax(1)]) for s, c in zip(sums, counts))
+        return Predictions(task, ids, preds, None, names)
+    cut = sum(len(r.sequence) > window for r in records)
+    if cut:
+        warnings.warn(f"{cut} sequence(s) longer than {window} residues: only their first {window} "
+                      "residues are used", stacklevel=2)
+    z = np.stack(batch_logits(forward, [r.sequence for r in records], batch_tokens, max_length))
     if task == "regression":
         mean, std = getattr(cfg, "protein_lm_label_scale", None) or (0.0, 1.0)
-        return TFPredictions(tuple(r.id for r in records), tuple(float(v) for v in z[:, 0] * std + mean),
-                             None, None, task)
-    p = np.exp(z - z.max(-1, keepdims=True))
-    p /= p.sum(-1, keepdims=True)
-    preds = tuple(names[i] for i in p.argmax(-1))
-    return TFPredictions(tuple(r.id for r in records), preds, p, names, task)
+        return Predictions(task, ids, tuple(float(v) * std + mean for v in z[:, 0]), None, None)
+    names = tuple(cfg.id2label[i] for i in range(cfg.num_labels))
+    probs = _softmax(z).astype(np.float32)
+    return Predictions(task, ids, tuple(names[k] for k in probs.argmax(1)), probs, names)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
 
 
 def _window_starts(length: int, window: int) -> list[int]:
@@ -160,45 +146,18 @@ def _window_starts(length: int, window: int) -> list[int]:
     return starts + [length - window]
 
 
-def read_inputs(path: str | Path) -> list[FastaRecord]:
-    """Records of a FASTA file, or of a CSV/TSV with a `sequence` column (and optional `id`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"{path}: file not found")
-    text = path.read_text(encoding="utf-8-sig")
-    if text.lstrip().startswith(">"):
-        return read_fasta(path)
-    delim = "\t" if path.suffix.lower() in (".tsv", ".tab") or "\t" in text.split("\n", 1)[0] else ","
-    reader = csv.DictReader(io.StringIO(text), delimiter=delim)
-    if "sequence" not in [f.strip() for f in reader.fieldnames or []]:
-        raise InvalidInputError(f"{path}: neither FASTA nor a table with a 'sequence' column "
-                                f"(columns: {reader.fieldnames})")
-    records, seen = [], set()
-    for i, row in enumerate(reader, start=1):
-        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-        rid = row.get("id") or f"row{i}"
-        if rid in seen:
-            raise InvalidInputError(f"{path}, row {i}: duplicate id {rid!r}")
-        seen.add(rid)
-        try:
-            records.append(FastaRecord(rid, validate(row["sequence"], rid)))
-        except InvalidSequenceError as exc:
-            raise InvalidInputError(f"{path}, row {i} (id {rid!r}), field 'sequence': {exc}") from None
-    if not records:
-        raise InvalidInputError(f"{path}: no data rows")
-    return records
-
-
 # ------------------------------------------------------------------------------------ CLI
 def predict_cli(args: argparse.Namespace) -> int:
     """`protein-lm predict --framework tf`: write `id, prediction[, prob_<class>...]` CSV."""
-    from protein_lm.reporting import write_predictions
+    from protein_lm.reporting import read_predict_input
 
-    records = read_inputs(args.input)  # all input checked before the model is loaded
+    if not Path(args.model).is_dir():
+        raise InvalidInputError(f"--model {args.model!r} is not a directory; pass the output "
+                                "directory of `protein-lm finetune`")
+    records = read_predict_input(args.input)  # all input checked before the model is loaded
     result = predict(args.model, records, batch_tokens=args.batch_tokens)
-    write_predictions(args.output, result.ids, result.predictions, result.probabilities,
-                      result.class_names)
-    print(f"Wrote {len(result.ids)} {result.task} predictions to {args.output}")
+    result.to_csv(args.output)
+    print(f"{len(result.ids)} predictions ({result.task}) written to {args.output}")
     return 0
 
 
@@ -207,14 +166,26 @@ def finetune_cli(args: argparse.Namespace) -> int:
     from protein_lm.data import read_table
     from protein_lm.tf_training import TFFinetuneConfig, finetune
 
-    if getattr(args, "lora", False):
-        raise InvalidInputError("--lora is available with --framework pt only (peft is PyTorch)")
+    pt_only = [flag for flag, used in (
+        ("--lora", getattr(args, "lora", False)),
+        ("--class-weights", getattr(args, "class_weights", "none") not in (None, "none")),
+        ("--gradient-checkpointing", getattr(args, "gradient_checkpointing", False)),
+        ("--device", getattr(args, "device", None) is not None),
+    ) if used]
+    if pt_only:
+        raise InvalidInputError(f"{', '.join(pt_only)}: PyTorch-only option(s); drop them or use "
+                                "--framework pt")
+    # Every file is read and validated before any training starts.
     splits = {name: read_table(p, args.task) if p is not None else None
               for name, p in (("train", args.train), ("validation", args.validation),
                               ("test", args.test))}
-    config = TFFinetuneConfig(task=args.task, model=args.model, epochs=args.epochs,
-                              max_steps=args.max_steps, learning_rate=args.learning_rate,
-                              batch_tokens=args.batch_tokens, seed=args.seed)
+    config = TFFinetuneConfig(
+        task=args.task, model=args.model, epochs=args.epochs, max_steps=args.max_steps,
+        max_time_s=getattr(args, "max_time", None), learning_rate=args.learning_rate,
+        batch_tokens=args.batch_tokens, eval_steps=getattr(args, "eval_steps", None),
+        seed=args.seed, precision=getattr(args, "precision", "auto"),
+        length_policy=getattr(args, "length_policy", "truncate"),
+        progress=not getattr(args, "no_progress", False))
     result = finetune(splits["train"], splits["validation"], splits["test"], config=config,
                       output_dir=args.output_dir, overwrite=getattr(args, "overwrite", False))
     print(f"Saved the model to {result.output_dir} ({result.steps} steps, "

@@ -374,7 +374,7 @@ def finetune(
                                 weights=[w.numpy() for w in self.model.weights])
 
         model.fit(_train_dataset(train_s, task, config, multiple), epochs=rounds,
-                  steps_per_epoch=eval_steps, callbacks=[Evaluate()],
+                  steps_per_epoch=eval_steps, callbacks=[Evaluate()], shuffle=False,
                   verbose=1 if config.progress else 0)
         train_seconds = time.monotonic() - start
         steps = int(optimizer.iterations.numpy())

@@ -19,15 +19,29 @@ length. `TokenBudgetTrainer` passes `TokenBudgetBatchSampler` as the loader's `b
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from protein_lm.batching import IGNORE_INDEX, Collator, TokenBudgetBatchSampler
+from protein_lm.errors import InvalidInputError
 from protein_lm.reporting import LogEntry
+from protein_lm.sequences import RARE_AA, STANDARD_AA
 
-__all__ = ["ExampleDataset", "TokenBudgetTrainer", "LogRecorder", "TimeBudget"]
+__all__ = [
+    "ExampleDataset",
+    "prepare_split",
+    "class_weights",
+    "metric_functions",
+    "make_collator",
+    "TokenBudgetTrainer",
+    "LogRecorder",
+    "TimeBudget",
+]
+
+_ALLOWED = frozenset(STANDARD_AA + RARE_AA + "-.")
 
 
 class ExampleDataset:
@@ -45,6 +59,97 @@ class ExampleDataset:
         if self.labels is None:
             return {"sequence": self.sequences[i]}
         return {"sequence": self.sequences[i], "labels": self.labels[i]}
+
+
+# ------------------------------------------------------------------------------ data, metrics
+def _as_dataset(data: Any, source: str) -> Any:
+    import datasets
+
+    if isinstance(data, datasets.Dataset):
+        return data
+    if hasattr(data, "to_dict") and hasattr(data, "columns"):  # pandas DataFrame
+        return datasets.Dataset.from_pandas(data, preserve_index=False)
+    if isinstance(data, Mapping):
+        return datasets.Dataset.from_dict(dict(data))
+    raise InvalidInputError(f"{source}: expected a datasets.Dataset, DataFrame or dict of columns, "
+                            f"got {type(data).__name__}")
+
+
+def prepare_split(data: Any, task: str, label2id: dict[str, int] | None, source: str, *,
+                  max_length: int, length_policy: str) -> tuple[ExampleDataset, dict[int, str] | None]:
+    """Validate one split and turn it into an `ExampleDataset`.
+
+    Returns the dataset and `id2label` (classes of this split when `label2id` is None, i.e. for
+    the training split). Errors name `source`, the 1-based row, the id and the field.
+    """
+    from protein_lm.data import encode_labels
+
+    ds = _as_dataset(data, source)
+    missing = {"sequence", "label"} - set(ds.column_names)
+    if missing:
+        raise InvalidInputError(f"{source}: missing column(s) {sorted(missing)}; has {ds.column_names}")
+    if len(ds) == 0:
+        raise InvalidInputError(f"{source}: no rows")
+    ids = ds["id"] if "id" in ds.column_names else [f"row{i + 1}" for i in range(len(ds))]
+    seqs, labels = ds["sequence"], ds["label"]
+    for i, seq in enumerate(seqs):
+        bad = set(seq) - _ALLOWED if isinstance(seq, str) else {"<not a string>"}
+        if bad or not seq:
+            raise InvalidInputError(
+                f"{source}, row {i + 1} (id {ids[i]!r}), field 'sequence': invalid character(s) "
+                f"{sorted(bad)}; allowed: {STANDARD_AA}{RARE_AA} and gaps (clean with sequences.validate)")
+        if task == "token-classification" and len(labels[i]) != len(seq):
+            raise InvalidInputError(f"{source}, row {i + 1} (id {ids[i]!r}), field 'label': "
+                                    f"{len(labels[i])} labels for {len(seq)} residues")
+    encoded, id2label = encode_labels(ds, task, label2id, source=source)  # type: ignore[arg-type]
+    too_long = [i for i, s in enumerate(seqs) if len(s) > max_length - 2]
+    if too_long:
+        first = too_long[0]
+        if length_policy == "error":
+            raise InvalidInputError(
+                f"{source}, row {first + 1} (id {ids[first]!r}), field 'sequence': {len(seqs[first])} "
+                f"residues > {max_length - 2}; use length_policy='truncate' or split it")
+        warnings.warn(f"{source}: {len(too_long)} sequence(s) longer than {max_length - 2} "
+                      "residues are truncated (their cut-off residues are not trained or scored)",
+                      stacklevel=3)
+    return ExampleDataset(seqs, encoded["labels"]), id2label
+
+
+def class_weights(spec: str | tuple[float, ...] | None, labels: Sequence[Any],
+                  n_classes: int) -> list[float] | None:
+    """Loss weight per class: None, explicit weights, or "balanced" (inverse training frequency)."""
+    if spec is None:
+        return None
+    if isinstance(spec, tuple):
+        if len(spec) != n_classes:
+            raise ValueError(f"`class_weights` has {len(spec)} values for {n_classes} classes")
+        return [float(w) for w in spec]
+    flat = np.concatenate([np.ravel(np.asarray(lab)) for lab in labels])
+    counts = np.bincount(flat[flat != IGNORE_INDEX], minlength=n_classes)
+    # sklearn's "balanced" rule: n / (k * count); max(count, 1) keeps absent classes finite.
+    return (counts.sum() / (n_classes * np.maximum(counts, 1))).tolist()
+
+
+# -------------------------------------------------------------------------------- metrics
+def metric_functions(task: str, scale: tuple[float, float]) -> tuple[Any, Any]:
+    from protein_lm.metrics import classification_metrics, regression_metrics, token_metrics
+
+    def preprocess(logits: Any, labels: Any) -> Any:
+        # Keep argmax ids (not (N, T, C) logits) across evaluation batches to save memory.
+        return logits.squeeze(-1) if task == "regression" else logits.argmax(-1)
+
+    def compute(pred: Any) -> dict[str, float]:
+        preds, labels = np.asarray(pred.predictions), np.asarray(pred.label_ids)
+        if task == "token-classification":
+            m = token_metrics(labels, preds)
+            return {k: v for k, v in m.items() if k != "accuracy"}
+        if task == "regression":
+            mean, std = scale
+            return regression_metrics(labels * std + mean, preds * std + mean)
+        return classification_metrics(labels, preds)
+
+    return preprocess, compute
+
 
 
 def _trainer_class() -> type:
@@ -168,9 +273,12 @@ def LogRecorder() -> Any:  # noqa: N802 - class factory
                     ("_runtime", "_per_second", "_steps_per_second")
                 ):
                     continue
-                split, name = ("validation", key[5:]) if key.startswith("eval_") else ("train", key)
-                if name.startswith("train_"):  # end-of-training summary (train_loss, ...)
+                if key.startswith("train_"):  # end-of-training summary (train_loss, ...)
                     continue
+                split, name = ("train", key)
+                for prefix, which in (("eval_", "validation"), ("test_", "test")):
+                    if key.startswith(prefix):
+                        split, name = which, key[len(prefix):]
                 self.entries.append(
                     LogEntry(state.global_step, float(state.epoch or 0.0), split, name, float(value))
                 )

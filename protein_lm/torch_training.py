@@ -31,13 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from protein_lm.batching import IGNORE_INDEX, TokenBudgetBatchSampler
+from protein_lm.batching import TokenBudgetBatchSampler
 from protein_lm.errors import InvalidInputError, require
 from protein_lm.reporting import (
     CURVES_FILE, METRICS_FILE, TRAINING_LOG, LogEntry, atomic_output_dir, plot_training_curves,
     write_metrics, write_training_log,
 )  # fmt: skip
-from protein_lm.sequences import RARE_AA, STANDARD_AA
 from protein_lm.tokenization import MAX_TOKENS
 
 __all__ = [
@@ -55,7 +54,6 @@ log = logging.getLogger(__name__)
 TASKS = ("sequence-classification", "token-classification", "regression")
 SELECTION_METRIC = {"sequence-classification": "mcc", "token-classification": "q3",
                     "regression": "spearman"}
-_ALLOWED = frozenset(STANDARD_AA + RARE_AA + "-.")
 # ESM-2 was trained on crops of 1,024 tokens (1,022 residues + <cls>/<eos>); rotary positions
 # allow more, but quality past the training crop is untested, so that is the default limit.
 DEFAULT_MAX_LENGTH = 1024
@@ -71,6 +69,8 @@ class FinetuneConfig:
     `class_weights`: None, "balanced" (inverse training frequency) or one weight per class.
     `precision`: "auto" = bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU.
     `model_overrides` change the config of `model="tiny"` (e.g. `{"num_hidden_layers": 2}`).
+    `device`: "cpu" forces CPU; None/"cuda" use the GPU when there is one (one per process under
+    torchrun).
     """
 
     task: str
@@ -122,6 +122,8 @@ class FinetuneConfig:
              f"`precision` must be 'auto', 'fp32', 'bf16' or 'fp16', got {self.precision!r}"),
             (self.attn_implementation in ("eager", "sdpa"),
              f"`attn_implementation` must be 'eager' or 'sdpa', got {self.attn_implementation!r}"),
+            (self.device in (None, "cpu", "cuda"),
+             f"`device` must be None (GPU if available), 'cpu' or 'cuda', got {self.device!r}"),
             (self.length_policy in ("truncate", "error"),
              f"`length_policy` must be 'truncate' or 'error', got {self.length_policy!r}"),
             (3 <= self.max_length <= MAX_TOKENS,
@@ -168,92 +170,6 @@ def default_learning_rate(model: str, lora: bool = False) -> float:
     if model == "tiny":
         return 1e-3
     return 3e-4 if lora else 5e-5
-
-
-# ----------------------------------------------------------------------------------- data
-def _as_dataset(data: Any, source: str) -> Any:
-    import datasets
-
-    if isinstance(data, datasets.Dataset):
-        return data
-    if hasattr(data, "to_dict") and hasattr(data, "columns"):  # pandas DataFrame
-        return datasets.Dataset.from_pandas(data, preserve_index=False)
-    if isinstance(data, Mapping):
-        return datasets.Dataset.from_dict(dict(data))
-    raise InvalidInputError(f"{source}: expected a datasets.Dataset, DataFrame or dict of columns, "
-                            f"got {type(data).__name__}")
-
-
-def _prepare(data: Any, task: str, label2id: dict[str, int] | None, source: str,
-             config: FinetuneConfig) -> tuple[Any, dict[int, str] | None]:
-    """Validate a split and turn it into an `ExampleDataset` (+ id2label from the training split)."""
-    from protein_lm.data import encode_labels
-    from protein_lm.torch_trainer import ExampleDataset
-
-    ds = _as_dataset(data, source)
-    missing = {"sequence", "label"} - set(ds.column_names)
-    if missing:
-        raise InvalidInputError(f"{source}: missing column(s) {sorted(missing)}; has {ds.column_names}")
-    if len(ds) == 0:
-        raise InvalidInputError(f"{source}: no rows")
-    ids = ds["id"] if "id" in ds.column_names else [f"row{i + 1}" for i in range(len(ds))]
-    seqs = ds["sequence"]
-    for i, seq in enumerate(seqs):
-        bad = set(seq) - _ALLOWED if isinstance(seq, str) else {"<not a string>"}
-        if bad or not seq:
-            raise InvalidInputError(
-                f"{source}, row {i + 1} (id {ids[i]!r}), field 'sequence': invalid character(s) "
-                f"{sorted(bad)}; allowed: {STANDARD_AA}{RARE_AA} and gaps (clean with sequences.validate)")
-        if task == "token-classification" and len(ds[i]["label"]) != len(seq):
-            raise InvalidInputError(f"{source}, row {i + 1} (id {ids[i]!r}), field 'label': "
-                                    f"{len(ds[i]['label'])} labels for {len(seq)} residues")
-    encoded, id2label = encode_labels(ds, task, label2id, source=source)  # type: ignore[arg-type]
-    too_long = [i for i, s in enumerate(seqs) if len(s) > config.max_length - 2]
-    if too_long:
-        first = too_long[0]
-        if config.length_policy == "error":
-            raise InvalidInputError(
-                f"{source}, row {first + 1} (id {ids[first]!r}), field 'sequence': {len(seqs[first])} "
-                f"residues > {config.max_length - 2}; use length_policy='truncate' or split it")
-        warnings.warn(f"{source}: {len(too_long)} sequence(s) longer than {config.max_length - 2} "
-                      "residues are truncated (their cut-off residues are not trained or scored)",
-                      stacklevel=3)
-    return ExampleDataset(seqs, encoded["labels"]), id2label
-
-
-def _class_weights(config: FinetuneConfig, labels: Sequence[Any], n_classes: int) -> list[float] | None:
-    if config.class_weights is None:
-        return None
-    if isinstance(config.class_weights, tuple):
-        if len(config.class_weights) != n_classes:
-            raise ValueError(f"`class_weights` has {len(config.class_weights)} values for "
-                             f"{n_classes} classes")
-        return [float(w) for w in config.class_weights]
-    flat = np.concatenate([np.ravel(np.asarray(lab)) for lab in labels])
-    counts = np.bincount(flat[flat != IGNORE_INDEX], minlength=n_classes)
-    # sklearn's "balanced" rule: n / (k * count); max(count, 1) keeps absent classes finite.
-    return (counts.sum() / (n_classes * np.maximum(counts, 1))).tolist()
-
-
-# -------------------------------------------------------------------------------- metrics
-def _metric_fns(task: str, scale: tuple[float, float]) -> tuple[Any, Any]:
-    from protein_lm.metrics import classification_metrics, regression_metrics, token_metrics
-
-    def preprocess(logits: Any, labels: Any) -> Any:
-        # Keep argmax ids (not (N, T, C) logits) across evaluation batches to save memory.
-        return logits.squeeze(-1) if task == "regression" else logits.argmax(-1)
-
-    def compute(pred: Any) -> dict[str, float]:
-        preds, labels = np.asarray(pred.predictions), np.asarray(pred.label_ids)
-        if task == "token-classification":
-            m = token_metrics(labels, preds)
-            return {k: v for k, v in m.items() if k != "accuracy"}
-        if task == "regression":
-            mean, std = scale
-            return regression_metrics(labels * std + mean, preds * std + mean)
-        return classification_metrics(labels, preds)
-
-    return preprocess, compute
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -332,13 +248,18 @@ def finetune(
 
     from protein_lm.models import load_model
     from protein_lm.tokenization import hf_tokenizer
-    from protein_lm.torch_trainer import LogRecorder, TimeBudget, TokenBudgetTrainer, make_collator
+    from protein_lm.torch_trainer import (
+        LogRecorder, TimeBudget, TokenBudgetTrainer, class_weights, make_collator, metric_functions,
+        prepare_split,
+    )  # fmt: skip
 
     task = config.task
-    train_ds, id2label = _prepare(train, task, None, source_names[0], config)
+    limits = {"max_length": config.max_length, "length_policy": config.length_policy}
+    train_ds, id2label = prepare_split(train, task, None, source_names[0], **limits)
     label2id = None if id2label is None else {v: k for k, v in id2label.items()}
-    val_ds, _ = _prepare(validation, task, label2id, source_names[1], config)
-    test_ds = None if test is None else _prepare(test, task, label2id, source_names[2], config)[0]
+    val_ds, _ = prepare_split(validation, task, label2id, source_names[1], **limits)
+    test_ds = None if test is None else prepare_split(test, task, label2id, source_names[2],
+                                                      **limits)[0]
     scale = (0.0, 1.0)
     if task == "regression":
         y = np.asarray(train_ds.labels, dtype=np.float64)
@@ -381,7 +302,7 @@ def finetune(
             activation_checkpointing_kwargs={"use_reentrant": False},
             **_precision_flags(config.precision, device),
         )
-        preprocess, compute = _metric_fns(task, scale)
+        preprocess, compute = metric_functions(task, scale)
         recorder = LogRecorder()
         trainer = TokenBudgetTrainer(
             model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
@@ -390,9 +311,11 @@ def finetune(
             callbacks=[recorder, TimeBudget(config.max_time_s)],
             batch_tokens=config.batch_tokens, eval_batch_tokens=config.eval_batch_tokens or
             2 * config.batch_tokens, max_length=config.max_length,
-            class_weights=None if id2label is None else _class_weights(config, train_ds.labels,
-                                                                        len(id2label)),
+            class_weights=None if id2label is None else class_weights(
+                config.class_weights, train_ds.labels, len(id2label)),
         )
+        if not config.progress:  # no progress bar: also no printed log dicts
+            trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
         start = time.monotonic()
         trainer.train()
         train_seconds = time.monotonic() - start

@@ -15,7 +15,8 @@ import numpy as np
 
 from protein_lm.errors import require
 
-__all__ = ["PLDDT_BANDS", "plddt_band_colors", "show_structure", "plot_plddt", "plot_pae"]
+__all__ = ["PLDDT_BANDS", "plddt_band_colors", "show_structure", "plot_plddt", "plot_pae",
+           "plot_contact_map"]
 
 # The AlphaFold DB convention: (lower bound, colour, label), highest band first.
 PLDDT_BANDS: tuple[tuple[float, str, str], ...] = (
@@ -161,3 +162,27 @@ def _chain_lines(ax: Any, result: Any, axis: str) -> None:
             ax.axvline(boundary, color="grey", lw=1, ls="--")
         if axis == "both":
             ax.axhline(boundary, color="grey", lw=1, ls="--")
+
+
+def plot_contact_map(
+    contacts: np.ndarray, ax: Any = None, *, title: str | None = None, min_separation: int = 6
+) -> Any:
+    """Heatmap of contact probabilities (0-1), shape (L, L), e.g. `Embeddings.contacts[i]`.
+
+    Pairs closer than `min_separation` in sequence (trivially in contact) are greyed out in the
+    lower triangle; the upper triangle shows every pair. NaN (windowed pairs never seen together)
+    is left blank. Returns the Axes.
+    """
+    plt = require("matplotlib.pyplot", "notebooks")
+    c = np.asarray(contacts, dtype=float)
+    if c.ndim != 2 or c.shape[0] != c.shape[1]:
+        raise ValueError(f"contacts must be a square matrix, got shape {c.shape}")
+    n = len(c)
+    i, j = np.indices(c.shape)
+    shown = np.where((i > j) & (i - j < min_separation), np.nan, c)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4))
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1, extent=(0.5, n + 0.5, n + 0.5, 0.5))
+    ax.figure.colorbar(image, ax=ax, label="contact probability")
+    ax.set(xlabel="residue", ylabel="residue", title=title)
+    return ax

@@ -18,6 +18,7 @@ from protein_lm.errors import InvalidInputError, InvalidSequenceError  # noqa: E
 from protein_lm.folding import (  # noqa: E402
     FoldingError,
     FoldResult,
+    _raw_records,
     fold,
     load_folding_model,
     parse_chains,
@@ -55,11 +56,13 @@ def test_tiny_config_is_a_tiny_esmfold() -> None:
 
 
 def test_fold_of_50_residues_is_fast_on_cpu(model) -> None:
-    fold(TRP, model)  # warm-up
-    start = time.perf_counter()
-    fold(LYSO[:50], model)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 2.0, f"tiny fold of 50 residues took {elapsed:.2f} s"  # ~0.1 s when idle
+    fold(LYSO[:50], model)  # warm-up
+    times = []
+    for _ in range(3):  # best of 3: the CI machine is shared
+        start = time.perf_counter()
+        fold(LYSO[:50], model)
+        times.append(time.perf_counter() - start)
+    assert min(times) < 1.0, f"tiny fold of 50 residues took {min(times):.2f} s"  # ~0.1 s idle
 
 
 def test_result_units_and_shapes(model) -> None:
@@ -115,6 +118,10 @@ def test_inputs_from_str_dict_list_and_fasta(model, tmp_path: Path) -> None:
     assert [r.id for r in fold([FastaRecord("x", TRP)], model)] == ["x"]
     with pytest.raises(InvalidInputError, match="Duplicate"):
         fold([FastaRecord("x", TRP), FastaRecord("x", TRP)], model)
+    with pytest.raises(InvalidInputError, match="not found"):
+        fold(str(tmp_path / "missing.fasta"), model)
+    long = "M" + "ACDEFGHIKLMNPQRSTVWY" * 15  # longer than a file name may be
+    assert _raw_records(long) == [FastaRecord("seq0", long)]
 
 
 def test_heterodimer_has_two_chains_and_no_linker_atoms(model, tmp_path: Path) -> None:

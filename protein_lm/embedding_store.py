@@ -1,0 +1,214 @@
+"""Save and load `Embeddings`: `.npz`, `.npy`, parquet, `datasets.Dataset`, resumable shard folders.
+
+Bulk runs (`embed_to_file`) are resumable and atomic: records are cut, in input order, into
+shards of `shard_size`; each shard is written to a temporary file and renamed into place
+(`os.replace`), so a shard file is either complete or absent. A rerun with the same input and
+options skips finished shards; a folder made from other input or options is refused (its
+`manifest.json` does not match) rather than mixed. The final `.npz`/`.npy`/`.parquet` file is
+written the same way, then the shard folder `<output>.parts/` is removed. An output without a
+suffix is a shard folder itself (read it with `load_embeddings`).
+
+`.npz` layout: `ids` (N,), `lengths` (N,), `layers`, `mean_<layer>` (N, D); with per-residue
+output `per_residue_<layer>` (sum L, D) rows concatenated in record order; with contacts
+`contacts` (sum L*L,) the flattened maps concatenated. `.npy` holds the mean embeddings of the
+first requested layer (N, D) and `<stem>.ids.txt` beside it holds the ids, one per line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protein_lm.embeddings import Embeddings, embed
+from protein_lm.errors import InvalidInputError, require
+from protein_lm.sequences import FastaRecord, as_records, atomic_write_text
+
+__all__ = [
+    "FORMATS",
+    "save_embeddings",
+    "load_embeddings",
+    "to_dataset",
+    "concat_embeddings",
+    "embed_to_file",
+]
+
+FORMATS = (".npz", ".npy", ".parquet", "")  # "" = shard folder
+
+
+def _to_arrays(emb: Embeddings) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {
+        "ids": np.array(emb.ids, dtype=str),
+        "lengths": emb.lengths.astype(np.int64),
+        "layers": np.array(emb.layers, dtype=np.int64),
+        "failed": np.array(emb.failed, dtype=str),
+    }
+    for layer, m in emb.mean.items():
+        arrays[f"mean_{layer}"] = m
+        if emb.per_residue is not None:
+            arrays[f"per_residue_{layer}"] = _concat([r for r in emb.per_residue[layer]],
+                                                     m.shape[1])
+    if emb.contacts is not None:
+        arrays["contacts"] = _concat([c.reshape(-1) for c in emb.contacts], None)
+    return arrays
+
+
+def _concat(parts: list[np.ndarray], width: int | None) -> np.ndarray:
+    if not parts:
+        return np.zeros((0, width) if width else (0,), np.float32)
+    if width:  # failed records hold (L, 0) placeholders: widen them to NaN rows
+        parts = [p if p.shape[1] == width else np.full((len(p), width), np.nan, np.float32)
+                 for p in parts]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def _from_arrays(z: Mapping[str, np.ndarray]) -> Embeddings:
+    lengths = np.asarray(z["lengths"], dtype=np.int64)
+    layers = tuple(int(x) for x in z["layers"])
+    mean = {l: np.asarray(z[f"mean_{l}"], dtype=np.float32) for l in layers}
+    split = np.cumsum(lengths)[:-1]
+    per_residue = None
+    if f"per_residue_{layers[0]}" in z:
+        per_residue = {l: np.split(np.asarray(z[f"per_residue_{l}"]), split) for l in layers}
+    contacts = None
+    if "contacts" in z:
+        flat = np.split(np.asarray(z["contacts"]), np.cumsum(lengths**2)[:-1])
+        contacts = [c.reshape(n, n) for c, n in zip(flat, lengths.tolist())]
+    return Embeddings(tuple(str(i) for i in z["ids"]), lengths, layers, mean, per_residue,
+                      contacts, tuple(str(i) for i in z.get("failed", ())))
+
+
+def concat_embeddings(parts: Iterable[Embeddings]) -> Embeddings:
+    """Join `Embeddings` of disjoint record sets (same layers and options), in the given order."""
+    parts = list(parts)
+    if not parts:
+        raise ValueError("concat_embeddings needs at least one part")
+    first = parts[0]
+    per = None if first.per_residue is None else {
+        l: [r for p in parts for r in p.per_residue[l]] for l in first.layers}  # type: ignore[index]
+    return Embeddings(
+        ids=tuple(i for p in parts for i in p.ids),
+        lengths=np.concatenate([p.lengths for p in parts]),
+        layers=first.layers,
+        mean={l: np.concatenate([p.mean[l] for p in parts]) for l in first.layers},
+        per_residue=per,
+        contacts=None if first.contacts is None else [c for p in parts for c in p.contacts],
+        failed=tuple(i for p in parts for i in p.failed),
+    )
+
+
+def to_dataset(emb: Embeddings) -> Any:
+    """A `datasets.Dataset` with `id`, `length`, `mean_<layer>` and, when present,
+    `per_residue_<layer>` (L x D lists) and `contacts` (L x L lists)."""
+    datasets = require("datasets", "torch")
+    cols: dict[str, Any] = {"id": list(emb.ids), "length": emb.lengths.tolist()}
+    for l in emb.layers:
+        cols[f"mean_{l}"] = list(emb.mean[l])
+        if emb.per_residue is not None:
+            cols[f"per_residue_{l}"] = [r.tolist() for r in emb.per_residue[l]]
+    if emb.contacts is not None:
+        cols["contacts"] = [c.tolist() for c in emb.contacts]
+    return datasets.Dataset.from_dict(cols)
+
+
+def save_embeddings(emb: Embeddings, path: str | os.PathLike[str]) -> Path:
+    """Write `emb` atomically as `.npz`, `.npy` (+ `.ids.txt`) or `.parquet` (by the suffix)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS[:3]:
+        raise InvalidInputError(f"Output {path} must end in .npz, .npy or .parquet, got {suffix!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".npy" and (emb.per_residue is not None or emb.contacts is not None):
+        raise InvalidInputError(
+            f"{path}: .npy holds only mean embeddings; use .npz or .parquet for per-residue/contacts"
+        )
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        if suffix == ".npz":
+            np.savez(tmp, **_to_arrays(emb))
+        elif suffix == ".npy":
+            np.save(tmp, emb.mean[emb.layers[0]])
+            atomic_write_text(path.with_suffix(".ids.txt"), "\n".join(emb.ids) + "\n")
+        else:
+            to_dataset(emb).to_parquet(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def load_embeddings(path: str | os.PathLike[str]) -> Embeddings:
+    """Read embeddings written by `save_embeddings` (`.npz`) or a shard folder of `embed_to_file`."""
+    path = Path(path)
+    if path.is_dir():
+        shards = sorted(path.glob("shard-*.npz"))
+        if not shards:
+            raise InvalidInputError(f"{path} holds no shard-*.npz files")
+        return concat_embeddings(load_embeddings(s) for s in shards)
+    if path.suffix.lower() != ".npz":
+        raise InvalidInputError(f"load_embeddings reads .npz files or shard folders, got {path}")
+    with np.load(path, allow_pickle=False) as z:
+        return _from_arrays({k: z[k] for k in z.files})
+
+
+def embed_to_file(
+    model: Any,
+    sequences: str | Mapping[str, str] | Iterable[str | FastaRecord] | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    shard_size: int = 1000,
+    model_name: str = "",
+    **embed_kwargs: Any,
+) -> Path:
+    """Embed many sequences into `output` (.npz, .npy, .parquet or a folder), resumably.
+
+    `embed_kwargs` go to `embeddings.embed` (layers, per_residue, contacts, max_tokens, strategy,
+    long_policy, progress). `model_name` is recorded in the manifest, so a rerun with another
+    model refuses to reuse shards.
+    """
+    if shard_size <= 0:
+        raise ValueError(f"`shard_size` must be > 0, got {shard_size}")
+    output = Path(output)
+    suffix = output.suffix.lower()
+    if suffix not in FORMATS:
+        raise InvalidInputError(f"Output {output} must end in .npz, .npy, .parquet or be a folder")
+    records = as_records(sequences)
+    parts_dir = output if suffix == "" else output.with_name(output.name + ".parts")
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    options = {k: v for k, v in sorted(embed_kwargs.items()) if k not in ("progress", "num_threads")}
+    digest = hashlib.sha256()
+    for r in records:
+        digest.update(f"{r.id}\t{r.sequence}\n".encode())
+    manifest = {"records": len(records), "shard_size": shard_size, "input_sha256":
+                digest.hexdigest(), "model": model_name, "options": json.loads(json.dumps(
+                    options, default=str))}
+    man_path = parts_dir / "manifest.json"
+    if man_path.is_file():
+        old = json.loads(man_path.read_text())
+        if old != manifest:
+            raise InvalidInputError(
+                f"{parts_dir} holds shards of a different run (input, model or options differ); "
+                "delete it or choose another output"
+            )
+    else:
+        atomic_write_text(man_path, json.dumps(manifest, indent=1))
+    shard_paths = []
+    for k, start in enumerate(range(0, len(records), shard_size)):
+        shard = parts_dir / f"shard-{k:05d}.npz"
+        shard_paths.append(shard)
+        if shard.is_file():
+            continue  # finished in an earlier run
+        save_embeddings(embed(model, records[start : start + shard_size], **embed_kwargs), shard)
+    if suffix == "":
+        return output
+    save_embeddings(concat_embeddings(load_embeddings(s) for s in shard_paths), output)
+    shutil.rmtree(parts_dir)
+    return output

@@ -1,0 +1,135 @@
+"""Zero-shot variant scores equal a direct computation with the model; bad mutations name the row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from protein_lm.errors import InvalidInputError  # noqa: E402
+from protein_lm.models import load_model  # noqa: E402
+from protein_lm.sequences import ESM2_TOKENS, MASK_ID  # noqa: E402
+from protein_lm.tokenization import encode  # noqa: E402
+from protein_lm.variants import (  # noqa: E402
+    parse_mutant,
+    parse_mutants,
+    pseudo_log_likelihood,
+    score_dataframe,
+    score_mutations,
+)
+
+SMALL = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2,
+         "intermediate_size": 128}
+WT = "MKTAYIAKQRQISFVKSHFSRQ"
+TOK = {t: i for i, t in enumerate(ESM2_TOKENS)}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("tiny", config_overrides=SMALL, seed=3).eval()
+
+
+def _logp(model, seq: str, mask_at: int | None = None) -> np.ndarray:
+    ids = encode([seq], return_tensors="pt")["input_ids"]
+    if mask_at is not None:
+        ids[0, mask_at + 1] = MASK_ID
+    with torch.no_grad():
+        return torch.log_softmax(model(ids).logits[0, 1:-1], -1).numpy()  # (L, V)
+
+
+def test_masked_marginals_equal_direct_computation(model) -> None:
+    # Offset 10: residue 11 is WT[1] = 'K'.
+    got = score_mutations(model, WT, ["K11A", "K11A:Y14W", "F23L"], offset=10)
+    want = []
+    for muts in [[(1, "K", "A")], [(1, "K", "A"), (4, "Y", "W")], [(13, "F", "L")]]:
+        want.append(sum(_logp(model, WT, i)[i, TOK[m]] - _logp(model, WT, i)[i, TOK[w]]
+                        for i, w, m in muts))
+    np.testing.assert_allclose([s.score for s in got], want, atol=1e-5)
+    assert got[1].mutant == "K11A:Y14W" and got[1].strategy == "masked-marginals"
+
+
+def test_wt_marginals_equal_direct_computation(model) -> None:
+    lp = _logp(model, WT)
+    got = score_mutations(model, WT, ["M1G", "K2A:T3P"], strategy="wt-marginals")
+    want = [lp[0, TOK["G"]] - lp[0, TOK["M"]],
+            lp[1, TOK["A"]] - lp[1, TOK["K"]] + lp[2, TOK["P"]] - lp[2, TOK["T"]]]
+    np.testing.assert_allclose([s.score for s in got], want, atol=1e-5)
+
+
+def test_pseudo_ppl_equals_direct_computation(model) -> None:
+    seq = WT[:9]
+    want = sum(_logp(model, seq, i)[i, TOK[a]] for i, a in enumerate(seq))
+    assert pseudo_log_likelihood(model, seq, max_tokens=33) == pytest.approx(want, abs=1e-4)
+    mutant = "MATAYIAKQ"
+    got = score_mutations(model, seq, ["K2A"], strategy="pseudo-ppl")[0].score
+    assert got == pytest.approx(pseudo_log_likelihood(model, mutant) - want, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("A2G", "wild-type letter 'A' at position 2 does not match.*'K'"),
+        ("K99A", "position 99 is outside the sequence"),
+        ("K2", "malformed mutation"),
+        ("2KA", "malformed mutation"),
+        ("K2A:K2G", "mutated twice"),
+        ("K2J", "mutant letter 'J'"),
+        ("", "empty mutation"),
+    ],
+    ids=["wrong-wt", "out-of-range", "no-mutant", "order", "twice", "bad-letter", "empty"],
+)
+def test_bad_mutations_name_the_row(text: str, match: str) -> None:
+    with pytest.raises(InvalidInputError, match=f"row 7.*{match}"):
+        parse_mutant(text, WT, row=7)
+
+
+def test_offset_and_skip(model) -> None:
+    assert parse_mutant("K25A", WT, offset=24)[0].index == 1
+    parsed, skipped = parse_mutants(["K25A", "K2A", "K25A", "M24V"], WT, 24, on_error="skip")
+    assert [p is None for p in parsed] == [False, True, True, False]
+    assert [row for row, _ in skipped] == [1, 2] and "duplicate of row 0" in skipped[1][1]
+    with pytest.raises(InvalidInputError, match="row 1"):
+        parse_mutants(["K25A", "K2A"], WT, 24)
+
+
+def test_needs_masked_lm_head() -> None:
+    base = load_model("tiny", "base", config_overrides=SMALL)
+    with pytest.raises(InvalidInputError, match="masked-LM head"):
+        score_mutations(base, WT, ["K2A"])
+
+
+def test_blat_parses_with_offset_24_and_scores(model, shared_data: Path) -> None:
+    from protein_lm.data import DmsData, load_blat
+    from protein_lm.variants import evaluate_dms
+
+    blat = load_blat()
+    parsed, skipped = parse_mutants(blat.data["mutant"], blat.wild_type, blat.offset)
+    assert not skipped and len(parsed) == len(blat.data) > 4900
+    small = DmsData("blat-40", blat.wild_type, blat.offset, blat.data.select(range(40)))
+    res = evaluate_dms(model, small, strategies=("wt-marginals", "masked-marginals"))
+    assert res.n_scored == 40 and set(res.spearman) == {"wt-marginals", "masked-marginals"}
+    assert all(-1 <= v <= 1 for v in res.spearman.values())  # random model: no claim of learning
+
+
+def test_score_dataframe_and_cli(model, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from protein_lm.cli import main
+
+    table = pd.DataFrame({"mutant": ["K2A", "B2A", "T3G"], "fitness": [1.0, 0.5, 0.1]})
+    with pytest.raises(InvalidInputError, match="muts.csv: row 1 .'B2A'"):
+        score_dataframe(model, WT, table, source="muts.csv")
+    out, skipped = score_dataframe(model, WT, table, strategies=["wt-marginals"], on_error="skip")
+    assert np.isnan(out["score_wt-marginals"][1]) and [r for r, _ in skipped] == [1]
+    csv = tmp_path / "m.csv"
+    table.to_csv(csv, index=False)
+    args = ["score", "--model", "tiny", "--sequence", WT, "--mutations", str(csv),
+            "-o", str(tmp_path / "o.csv"), "--strategy", "wt-marginals", "masked-marginals"]
+    assert main(args) == 2 and not (tmp_path / "o.csv").exists()
+    assert main([*args, "--skip-invalid"]) == 0
+    got = pd.read_csv(tmp_path / "o.csv")
+    assert list(got.columns) == ["mutant", "fitness", "score_wt-marginals", "score_masked-marginals"]
+    assert got["score_masked-marginals"].isna().tolist() == [False, True, False]
