@@ -135,7 +135,7 @@ def load_fairesm(path: str | os.PathLike[str], *, weights_only: bool = True) -> 
     will be wrong), as in `esm.pretrained`.
     """
     torch = require("torch", "torch")
-    esm = require("esm", "torch")
+    esm = require("esm", "fairesm")
     path = Path(path)
     if not path.is_file():
         raise ModelNotFoundError(f"fair-esm checkpoint not found: {path}")
@@ -241,7 +241,7 @@ def transformers_to_fairesm(
     With `out_path` (`esm2_*.pt`), also save it as fair-esm checkpoint files (`save_fairesm`).
     """
     require("torch", "torch")
-    esm = require("esm", "torch")
+    esm = require("esm", "fairesm")
     hf = model_or_path
     if isinstance(model_or_path, (str, os.PathLike)):
         from protein_lm.models import load_model

@@ -1,11 +1,11 @@
-"""Framework-neutral outputs of a training run: atomic output directory, log, metrics, plot, predictions.
+"""Framework-neutral outputs of a training run: atomic directory, log, metrics, plot, predictions.
 
-Both training back ends (`protein_lm.torch_training`, `protein_lm.tf_training`) write the same files:
+Both training back ends (`protein_lm.torch_training`, `protein_lm.tf_training`) write these files:
 
 - `training_log.csv`: one row per logging event, columns `step, epoch, split, name, value`
   (long format: `split` is "train", "validation" or "test", `name` a loss or metric name such as
   `loss`, `q3`, `accuracy`), written by `write_training_log`;
-- `metrics.json`: `{"validation": {...}, "test": {...} | null, "best_step": int | null, ...}` written
+- `metrics.json`: `{"validation": {...}, "test": {...} | null, "best_step": ..., ...}` written
   by `write_metrics` (validation = the best checkpoint's scores, test = evaluated once at the end);
 - `training_curves.png`: loss and validation metric against step (`plot_training_curves`);
 - predictions CSV: `id, prediction[, prob_<class>...]` (`write_predictions`); `read_predict_input`
@@ -159,7 +159,7 @@ def plot_training_curves(
         xs.append(e.step)
         ys.append(e.value)
     for (split, name), (xs, ys) in sorted(series.items()):
-        # Test is scored once; learning rate, grad norm, counts and MSE (unbounded) are not plotted.
+        # Test is scored once; learning rate, grad norm, counts and (unbounded) MSE: not plotted.
         if split == "test" or ("loss" not in name and name not in _SCORES):
             continue
         ax = ax_loss if "loss" in name else ax_metric
@@ -237,7 +237,8 @@ def read_predict_input(path: str | os.PathLike[str]) -> list[FastaRecord]:
         try:
             records.append(FastaRecord(rid, validate(row["sequence"] or "", rid)))
         except ValueError as exc:
-            raise InvalidInputError(f"{path}, row {i} (id {rid!r}), field 'sequence': {exc}") from None
+            raise InvalidInputError(
+                f"{path}, row {i} (id {rid!r}), field 'sequence': {exc}") from None
     if not records:
         raise InvalidInputError(f"{path}: no data rows")
     return records

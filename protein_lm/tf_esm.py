@@ -84,14 +84,15 @@ def _classes() -> Any:
 
         def __init__(self, cfg: Any, **kw: Any) -> None:
             super().__init__(**kw)
+            self._convert_input_args = False  # keep rotary cos/sin float32 under mixed precision
             d, pol = cfg.hidden_size, kw.get("dtype")
             self.heads = cfg.num_attention_heads
             self.head_dim = d // self.heads
             self.layer_norm = L.LayerNormalization(epsilon=cfg.layer_norm_eps, dtype=pol)
             self.query, self.key, self.value = (L.Dense(d, dtype=pol) for _ in range(3))
             self.dense = L.Dense(d, dtype=pol)
-            self.attn_dropout = L.Dropout(cfg.attention_probs_dropout_prob)
-            self.out_dropout = L.Dropout(cfg.hidden_dropout_prob)
+            self.attn_dropout = L.Dropout(cfg.attention_probs_dropout_prob, dtype=pol)
+            self.out_dropout = L.Dropout(cfg.hidden_dropout_prob, dtype=pol)
 
         def call(self, x: Any, key_mask: Any, cos: Any, sin: Any, training: bool = False) -> Any:
             b, t = ops.shape(x)[0], ops.shape(x)[1]
@@ -117,12 +118,13 @@ def _classes() -> Any:
 
         def __init__(self, cfg: Any, **kw: Any) -> None:
             super().__init__(**kw)
+            self._convert_input_args = False  # keep rotary cos/sin float32 under mixed precision
             pol = kw.get("dtype")
             self.attention = EsmSelfAttention(cfg, dtype=pol)
             self.layer_norm = L.LayerNormalization(epsilon=cfg.layer_norm_eps, dtype=pol)
             self.intermediate = L.Dense(cfg.intermediate_size, dtype=pol)
             self.output_dense = L.Dense(cfg.hidden_size, dtype=pol)
-            self.dropout = L.Dropout(cfg.hidden_dropout_prob)
+            self.dropout = L.Dropout(cfg.hidden_dropout_prob, dtype=pol)
 
         def call(self, x: Any, key_mask: Any, cos: Any, sin: Any, training: bool = False) -> Any:
             a = self.attention(x, key_mask, cos, sin, training=training)
@@ -184,7 +186,7 @@ def _classes() -> Any:
             self.hf_config, self.task = hf_config, task
             self.num_labels = hf_config.num_labels
             self.esm = EsmEncoder(hf_config, dtype=pol)
-            self.head_dropout = L.Dropout(hf_config.hidden_dropout_prob)
+            self.head_dropout = L.Dropout(hf_config.hidden_dropout_prob, dtype=pol)
             if task == "token-classification":
                 self.classifier = L.Dense(self.num_labels, dtype=pol)
             else:

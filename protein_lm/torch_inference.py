@@ -9,7 +9,9 @@ sequence-level tasks read the first 1,022 residues (with a warning naming how ma
 from __future__ import annotations
 
 import logging
+import math
 import os
+import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -34,7 +36,8 @@ class Predictions:
 
     `predictions` holds class names (sequence classification), floats in the training label unit
     (regression) or one class character per residue (token classification). `probabilities` is
-    float32 (N, C) in `class_names` order for sequence classification, else None.
+    float32 (N, C) in `class_names` order for sequence classification, else None. `failed` lists
+    the ids whose batch ran out of GPU memory: their prediction is "" (NaN for regression).
     """
 
     task: str
@@ -42,6 +45,7 @@ class Predictions:
     predictions: tuple[Any, ...]
     probabilities: np.ndarray | None
     class_names: tuple[str, ...] | None
+    failed: tuple[str, ...] = ()
 
     def to_csv(self, path: str | os.PathLike[str]) -> Path:
         """Write `id, prediction[, prob_<class>...]` (see `reporting.write_predictions`)."""
@@ -109,8 +113,8 @@ def predict(
         cut += task != "token-classification" and len(rec.sequence) > window
         items += [(r, s, rec.sequence[s : s + window]) for s in starts]
     if cut:
-        warnings.warn(f"{cut} sequence(s) longer than {window} residues: only their first {window} "
-                      "residues are used", stacklevel=2)
+        warnings.warn(f"{cut} sequence(s) longer than {window} residues: only their first "
+                      f"{window} residues are used", stacklevel=2)
     collate = Collator("none", max_length=max_length, return_tensors="pt")
     batches = token_budget_batches([len(s) for _, _, s in items], batch_tokens)
     outputs: list[Any] = [None] * len(items)
@@ -118,7 +122,14 @@ def predict(
     with torch.inference_mode():
         for batch in tqdm(batches, desc="predict", unit="batch", disable=not progress):
             enc = collate([{"sequence": items[i][2]} for i in batch])
-            logits = model(**{k: v.to(dev) for k, v in enc.items()}).logits.float()
+            try:
+                logits = model(**{k: v.to(dev) for k, v in enc.items()}).logits.float()
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                log.error("GPU out of memory on a batch of %d sequence(s) (longest %d residues); "
+                          "skipped. Lower --batch-tokens (now %d) to fit it.", len(batch),
+                          max(len(items[i][2]) for i in batch), batch_tokens)
+                continue  # its outputs stay None: reported in `failed`
             for row, i in enumerate(batch):
                 if task == "token-classification":  # residues are tokens 1..L
                     n = len(items[i][2])
@@ -133,22 +144,29 @@ def predict(
 def _assemble(task: str, config: Any, records: Sequence[FastaRecord],
               items: Sequence[tuple[int, int, str]], outputs: Sequence[Any]) -> Predictions:
     ids = tuple(rec.id for rec in records)
+    bad = {r for (r, _, _), out in zip(items, outputs) if out is None}
+    failed = tuple(ids[r] for r in sorted(bad))
     if task == "regression":
         mean, std = getattr(config, "protein_lm_label_scale", None) or (0.0, 1.0)
-        preds = tuple(float(o) * std + mean for o in outputs)  # undo training standardisation
-        return Predictions(task, ids, preds, None, None)
+        # Undo the training standardisation: predictions in the label unit.
+        preds = tuple(math.nan if o is None else float(o) * std + mean for o in outputs)
+        return Predictions(task, ids, preds, None, None, failed)
     names = tuple(config.id2label[i] for i in range(len(config.id2label)))
-    if task == "sequence-classification":
-        probs = np.stack(outputs).astype(np.float32)  # one item per record, in record order
-        return Predictions(task, ids, tuple(names[k] for k in probs.argmax(1)), probs, names)
+    if task == "sequence-classification":  # one item per record, in record order
+        probs = np.stack([np.full(len(names), np.nan) if o is None else o for o in outputs])
+        best = np.nan_to_num(probs).argmax(1)
+        preds = tuple("" if r in bad else names[k] for r, k in enumerate(best))
+        return Predictions(task, ids, preds, probs.astype(np.float32), names, failed)
     sums = [np.zeros((len(rec.sequence), len(names)), dtype=np.float64) for rec in records]
     counts = [np.zeros((len(rec.sequence), 1)) for rec in records]
     for (r, start, sub), probs in zip(items, outputs):
-        sums[r][start : start + len(sub)] += probs
-        counts[r][start : start + len(sub)] += 1
+        if probs is not None:
+            sums[r][start : start + len(sub)] += probs
+            counts[r][start : start + len(sub)] += 1
     lookup = np.array(names)
-    preds = tuple("".join(lookup[(s / c).argmax(1)]) for s, c in zip(sums, counts))
-    return Predictions(task, ids, preds, None, names)
+    preds = tuple("" if r in bad else "".join(lookup[(s / c).argmax(1)])
+                  for r, (s, c) in enumerate(zip(sums, counts)))
+    return Predictions(task, ids, preds, None, names, failed)
 
 
 def predict_cli(args: Any) -> int:
@@ -163,4 +181,8 @@ def predict_cli(args: Any) -> int:
                      progress=True)
     result.to_csv(args.output)
     print(f"{len(result.ids)} predictions ({result.task}) written to {args.output}")
+    if result.failed:
+        print(f"{len(result.failed)} record(s) failed (GPU out of memory), first: "
+              f"{result.failed[0]}; rerun them with a lower --batch-tokens", file=sys.stderr)
+        return 1
     return 0

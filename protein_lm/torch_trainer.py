@@ -50,7 +50,7 @@ class ExampleDataset:
     def __init__(self, sequences: Sequence[str], labels: Sequence[Any] | None = None) -> None:
         self.sequences = list(sequences)
         self.labels = None if labels is None else list(labels)
-        self.lengths = np.fromiter(map(len, self.sequences), dtype=np.int64, count=len(self.sequences))
+        self.lengths = np.array([len(s) for s in self.sequences], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -71,12 +71,13 @@ def _as_dataset(data: Any, source: str) -> Any:
         return datasets.Dataset.from_pandas(data, preserve_index=False)
     if isinstance(data, Mapping):
         return datasets.Dataset.from_dict(dict(data))
-    raise InvalidInputError(f"{source}: expected a datasets.Dataset, DataFrame or dict of columns, "
-                            f"got {type(data).__name__}")
+    raise InvalidInputError(f"{source}: expected a datasets.Dataset, DataFrame or dict of "
+                            f"columns, got {type(data).__name__}")
 
 
 def prepare_split(data: Any, task: str, label2id: dict[str, int] | None, source: str, *,
-                  max_length: int, length_policy: str) -> tuple[ExampleDataset, dict[int, str] | None]:
+                  max_length: int, length_policy: str,
+                  ) -> tuple[ExampleDataset, dict[int, str] | None]:
     """Validate one split and turn it into an `ExampleDataset`.
 
     Returns the dataset and `id2label` (classes of this split when `label2id` is None, i.e. for
@@ -87,7 +88,8 @@ def prepare_split(data: Any, task: str, label2id: dict[str, int] | None, source:
     ds = _as_dataset(data, source)
     missing = {"sequence", "label"} - set(ds.column_names)
     if missing:
-        raise InvalidInputError(f"{source}: missing column(s) {sorted(missing)}; has {ds.column_names}")
+        raise InvalidInputError(f"{source}: missing column(s) {sorted(missing)}; "
+                                f"has {ds.column_names}")
     if len(ds) == 0:
         raise InvalidInputError(f"{source}: no rows")
     ids = ds["id"] if "id" in ds.column_names else [f"row{i + 1}" for i in range(len(ds))]
@@ -97,7 +99,8 @@ def prepare_split(data: Any, task: str, label2id: dict[str, int] | None, source:
         if bad or not seq:
             raise InvalidInputError(
                 f"{source}, row {i + 1} (id {ids[i]!r}), field 'sequence': invalid character(s) "
-                f"{sorted(bad)}; allowed: {STANDARD_AA}{RARE_AA} and gaps (clean with sequences.validate)")
+                f"{sorted(bad)}; allowed: {STANDARD_AA}{RARE_AA} and gaps (clean with "
+                "sequences.validate)")
         if task == "token-classification" and len(labels[i]) != len(seq):
             raise InvalidInputError(f"{source}, row {i + 1} (id {ids[i]!r}), field 'label': "
                                     f"{len(labels[i])} labels for {len(seq)} residues")
@@ -107,8 +110,9 @@ def prepare_split(data: Any, task: str, label2id: dict[str, int] | None, source:
         first = too_long[0]
         if length_policy == "error":
             raise InvalidInputError(
-                f"{source}, row {first + 1} (id {ids[first]!r}), field 'sequence': {len(seqs[first])} "
-                f"residues > {max_length - 2}; use length_policy='truncate' or split it")
+                f"{source}, row {first + 1} (id {ids[first]!r}), field 'sequence': "
+                f"{len(seqs[first])} residues > {max_length - 2}; use length_policy='truncate' "
+                "or split it")
         warnings.warn(f"{source}: {len(too_long)} sequence(s) longer than {max_length - 2} "
                       "residues are truncated (their cut-off residues are not trained or scored)",
                       stacklevel=3)
@@ -117,7 +121,7 @@ def prepare_split(data: Any, task: str, label2id: dict[str, int] | None, source:
 
 def class_weights(spec: str | tuple[float, ...] | None, labels: Sequence[Any],
                   n_classes: int) -> list[float] | None:
-    """Loss weight per class: None, explicit weights, or "balanced" (inverse training frequency)."""
+    """Loss weight per class: None, explicit weights, or "balanced" (inverse class frequency)."""
     if spec is None:
         return None
     if isinstance(spec, tuple):
@@ -206,10 +210,10 @@ def _trainer_class() -> type:
             return self._eval_loader(test_dataset)
 
         def _load_best_model(self) -> None:
-            # transformers 5.24 loads the best checkpoint with a raw `load_state_dict(strict=False)`,
-            # but `save_pretrained` writes ESM LayerNorms as `gamma`/`beta`: those keys are silently
-            # skipped and the LayerNorms keep their last-step values. `from_pretrained` applies the
-            # key conversion, so load through it and copy the weights strictly.
+            # transformers 5.24 reloads the best checkpoint with `load_state_dict(strict=False)`,
+            # but `save_pretrained` writes ESM LayerNorms as `gamma`/`beta`: those keys are
+            # silently skipped and the LayerNorms keep their last-step values. `from_pretrained`
+            # applies the key conversion, so load through it and copy the weights strictly.
             from protein_lm.torch_training import is_peft_model
 
             if is_peft_model(self.model) or not self.state.best_model_checkpoint:
@@ -249,7 +253,7 @@ def TokenBudgetTrainer(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - class 
 
 
 def make_collator(task: str, max_length: int) -> Collator:
-    """The torch collator for `task`, truncating at `max_length` tokens (policy applied earlier)."""
+    """The torch collator for `task`, cutting at `max_length` tokens (policy applied earlier)."""
     return Collator(task, max_length=max_length, return_tensors="pt")  # type: ignore[arg-type]
 
 
@@ -279,9 +283,8 @@ def LogRecorder() -> Any:  # noqa: N802 - class factory
                 for prefix, which in (("eval_", "validation"), ("test_", "test")):
                     if key.startswith(prefix):
                         split, name = which, key[len(prefix):]
-                self.entries.append(
-                    LogEntry(state.global_step, float(state.epoch or 0.0), split, name, float(value))
-                )
+                epoch = float(state.epoch or 0.0)
+                self.entries.append(LogEntry(state.global_step, epoch, split, name, float(value)))
 
     return _LogRecorder()
 

@@ -114,7 +114,8 @@ class FinetuneConfig:
             (0 <= self.warmup_fraction < 1,
              f"`warmup_fraction` must be in [0, 1), got {self.warmup_fraction}"),
             (self.class_weights in (None, "balanced") or isinstance(self.class_weights, tuple),
-             f"`class_weights` must be None, 'balanced' or a tuple of floats, got {self.class_weights!r}"),
+             "`class_weights` must be None, 'balanced' or a tuple of floats, got "
+             f"{self.class_weights!r}"),
             (self.class_weights is None or self.task != "regression",
              "`class_weights` needs a classification task, not regression"),
             (self.lora_rank > 0, f"`lora_rank` must be > 0, got {self.lora_rank}"),
@@ -178,7 +179,8 @@ def _precision_flags(precision: str, device: str) -> dict[str, bool]:
 
     if device == "cpu" or precision == "fp32":
         if precision in ("bf16", "fp16") and device == "cpu":
-            warnings.warn(f"precision={precision!r} ignored on CPU; training in fp32", stacklevel=3)
+            warnings.warn(f"precision={precision!r} ignored on CPU; training in fp32",
+                          stacklevel=3)
         return {"bf16": False, "fp16": False}
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -200,13 +202,18 @@ def is_peft_model(model: Any) -> bool:
 
 def _wrap_lora(model: Any, config: FinetuneConfig) -> Any:
     peft = require("peft", "torch")
-    task_type = peft.TaskType.TOKEN_CLS if config.task == "token-classification" else peft.TaskType.SEQ_CLS
-    lora = peft.LoraConfig(task_type=task_type, r=config.lora_rank, lora_alpha=2 * config.lora_rank,
-                           lora_dropout=0.0, target_modules=["query", "key", "value", "dense"])
+    token = config.task == "token-classification"
+    task_type = peft.TaskType.TOKEN_CLS if token else peft.TaskType.SEQ_CLS
+    # Adapters on attention and feed-forward projections; the new head is fully trained (peft's
+    # SEQ_CLS/TOKEN_CLS task types mark `classifier` as modules_to_save).
+    lora = peft.LoraConfig(task_type=task_type, r=config.lora_rank,
+                           lora_alpha=2 * config.lora_rank, lora_dropout=0.0,
+                           target_modules=["query", "key", "value", "dense"])
     return peft.get_peft_model(model, lora)
 
 
-def _shared_tmp_dir(state: Any, stack: contextlib.ExitStack, output_dir: Path, overwrite: bool) -> Path:
+def _shared_tmp_dir(state: Any, stack: contextlib.ExitStack, output_dir: Path,
+                    overwrite: bool) -> Path:
     """Rank 0 opens the atomic output directory; the other ranks receive its path."""
     path = [str(stack.enter_context(atomic_output_dir(output_dir, overwrite=overwrite)))
             if state.is_main_process else ""]
@@ -228,7 +235,7 @@ def finetune(
     overwrite: bool = False,
     source_names: Sequence[str] = ("train", "validation", "test"),
 ) -> FinetuneResult:
-    """Fine-tune `config.model` on `train`, choose the best checkpoint on `validation`, score `test`.
+    """Fine-tune `config.model` on `train`, keep the best checkpoint on `validation`, score `test`.
 
     Parameters
     ----------
@@ -249,8 +256,8 @@ def finetune(
     from protein_lm.models import load_model
     from protein_lm.tokenization import hf_tokenizer
     from protein_lm.torch_trainer import (
-        LogRecorder, TimeBudget, TokenBudgetTrainer, class_weights, make_collator, metric_functions,
-        prepare_split,
+        LogRecorder, TimeBudget, TokenBudgetTrainer, class_weights, make_collator,
+        metric_functions, prepare_split,
     )  # fmt: skip
 
     task = config.task
@@ -274,8 +281,9 @@ def finetune(
     state = PartialState(cpu=config.device == "cpu")
     device = "cpu" if state.device.type == "cpu" else state.device.type
     lr = config.learning_rate or default_learning_rate(config.model, config.lora)
-    n_batches = len(TokenBudgetBatchSampler(train_ds.lengths, config.batch_tokens, seed=config.seed,
-                                            num_replicas=state.num_processes, rank=0))
+    n_batches = len(TokenBudgetBatchSampler(
+        train_ds.lengths, config.batch_tokens, seed=config.seed,
+        num_replicas=state.num_processes, rank=0))
     total = config.max_steps or max(1, int(np.ceil((config.epochs or 3.0) * max(n_batches, 1))))
     eval_steps = config.eval_steps or max(1, total // 10)
     transformers.set_seed(config.seed)  # classifier head init of pretrained models
@@ -290,9 +298,11 @@ def finetune(
         args = transformers.TrainingArguments(
             output_dir=str(tmp / "checkpoints"),
             max_steps=config.max_steps or -1, num_train_epochs=config.epochs or 3.0,
-            learning_rate=lr, weight_decay=config.weight_decay, warmup_steps=config.warmup_fraction,
+            learning_rate=lr, weight_decay=config.weight_decay,
+            warmup_steps=config.warmup_fraction,  # a float < 1 is a fraction of all steps
             lr_scheduler_type="linear", seed=config.seed, data_seed=config.seed,
-            eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps", save_steps=eval_steps,
+            eval_strategy="steps", eval_steps=eval_steps,
+            save_strategy="steps", save_steps=eval_steps,
             logging_steps=max(1, min(eval_steps, total // 50)), load_best_model_at_end=True,
             metric_for_best_model=SELECTION_METRIC[task], greater_is_better=True,
             save_total_limit=1, save_only_model=True, report_to="none",
@@ -354,12 +364,13 @@ def finetune(
                           task=task, model=config.model, world_size=state.num_processes,
                           weights_sha256=digests, validation_per_process=vals)
             plot_training_curves(entries, tmp / CURVES_FILE, title=f"{task} ({config.model})")
-            (tmp / "finetune_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+            config_json = json.dumps(config.to_dict(), indent=2) + "\n"
+            (tmp / "finetune_config.json").write_text(config_json)
     if state.num_processes > 1:
         torch.distributed.barrier()  # every rank returns after rank 0 renamed the directory
     return FinetuneResult(
-        output_dir=Path(output_dir), validation=val_metrics, test=test_metrics, best_step=best_step,
-        steps=trainer.state.global_step, train_seconds=train_seconds,
+        output_dir=Path(output_dir), validation=val_metrics, test=test_metrics,
+        best_step=best_step, steps=trainer.state.global_step, train_seconds=train_seconds,
         world_size=state.num_processes, weights_sha256=digest, id2label=id2label,
         log=tuple(recorder.entries),
     )
@@ -384,7 +395,8 @@ def finetune_cli(args: Any) -> int:
                       output_dir=args.output_dir, overwrite=args.overwrite,
                       source_names=[str(f) for f in files] + ["test"] * (3 - len(files)))
     key = SELECTION_METRIC[args.task]
-    line = f"validation {key} {result.validation.get(key, float('nan')):.4f} (best step {result.best_step})"
+    line = (f"validation {key} {result.validation.get(key, float('nan')):.4f} "
+            f"(best step {result.best_step})")
     if result.test is not None:
         line += f", test {key} {result.test.get(key, float('nan')):.4f}"
     print(f"{line}; model, metrics.json, training_log.csv in {result.output_dir}")

@@ -15,8 +15,14 @@ import numpy as np
 
 from protein_lm.errors import require
 
-__all__ = ["PLDDT_BANDS", "plddt_band_colors", "show_structure", "plot_plddt", "plot_pae",
-           "plot_contact_map"]
+__all__ = [
+    "PLDDT_BANDS",
+    "plddt_band_colors",
+    "show_structure",
+    "plot_plddt",
+    "plot_pae",
+    "plot_contact_map",
+]
 
 # The AlphaFold DB convention: (lower bound, colour, label), highest band first.
 PLDDT_BANDS: tuple[tuple[float, str, str], ...] = (

@@ -56,13 +56,18 @@ def test_tiny_config_is_a_tiny_esmfold() -> None:
 
 
 def test_fold_of_50_residues_is_fast_on_cpu(model) -> None:
-    fold(LYSO[:50], model)  # warm-up
-    times = []
-    for _ in range(3):  # best of 3: the CI machine is shared
-        start = time.perf_counter()
-        fold(LYSO[:50], model)
-        times.append(time.perf_counter() - start)
-    assert min(times) < 1.0, f"tiny fold of 50 residues took {min(times):.2f} s"  # ~0.1 s idle
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # no OpenMP spin-waiting on a shared, oversubscribed machine
+    try:
+        fold(LYSO[:50], model)  # warm-up
+        times = []
+        for _ in range(5):  # best of 5
+            start = time.perf_counter()
+            fold(LYSO[:50], model)
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    assert min(times) < 1.0, f"tiny fold of 50 residues took {min(times):.2f} s"  # ~0.05 s idle
 
 
 def test_result_units_and_shapes(model) -> None:

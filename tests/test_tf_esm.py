@@ -158,7 +158,16 @@ def test_unknown_task_is_refused() -> None:
 
 
 # -------------------------------------------------------------------------- optional deps
-_BLOCK = "import sys\nfor m in {mods}: sys.modules[m] = None\n"
+# Hide installed packages from the import system (as if not installed): find_spec returns None.
+_BLOCK = """import sys, importlib.machinery as _m
+class _Hide(_m.PathFinder):
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name.split('.')[0] in {mods}:
+            return None
+        return _m.PathFinder.find_spec(name, path, target)
+sys.meta_path = [_Hide if f is _m.PathFinder else f for f in sys.meta_path]
+"""
 
 
 def _run(code: str) -> subprocess.CompletedProcess:

@@ -279,7 +279,8 @@ def test_two_process_ddp_on_cpu_agrees(ss, tmp_path):
            "--model", str(model_dir), "--train", str(tmp_path / "train.csv"),
            "--validation", str(tmp_path / "val.csv"), "--output-dir", str(tmp_path / "ddp"),
            "--max-steps", "3", "--eval-steps", "3", "--batch-tokens", "1500", "--device", "cpu",
-           "--learning-rate", "1e-3", "--no-progress"]
+           "--learning-rate", "1e-3", "--no-progress",
+           "--max-time", "1000"]  # never reached; exercises the rank-0 stop broadcast each step
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
