@@ -49,6 +49,7 @@ __all__ = [
 
 _ESM = "https://raw.githubusercontent.com/facebookresearch/esm/2b369911"
 _FLIP_ZIP = "https://github.com/J-SNACKKB/FLIP/raw/62cace87/splits/secondary_structure/splits.zip"
+_BIOTITE = "https://raw.githubusercontent.com/biotite-dev/biotite/25879355/tests/structure/data/pdb"
 _DEEPLOC = "https://raw.githubusercontent.com/HannesStark/protein-localization/7b0be1e6/data_files"
 
 # relative path -> (source URL, SHA-256, member inside a zip archive or None)
@@ -60,6 +61,11 @@ SOURCES: dict[str, tuple[str, str, str | None]] = {
     "secondary_structure/mask.fasta": (_FLIP_ZIP, "6ffafb87ab0d40781103594d3a8fa202d1db741fd49cc00fe6220797bf55897f", "mask.fasta"),
     "variants/BLAT_ECOLX_Ranganathan2015.csv": (f"{_ESM}/examples/variant-prediction/data/BLAT_ECOLX_Ranganathan2015.csv", "2bf86306d8841b771bc8d8e717adac8d75adf1586759c0ccc1878ff408e13a29", None),
     "some_proteins.fasta": (f"{_ESM}/examples/data/some_proteins.fasta", "fcc1c158a063817e1a9bacc377d57eb28458f8358c417fcad3fce42bc235fee5", None),
+    "structures/1aki.pdb": (f"{_BIOTITE}/1aki.pdb", "c75d7a689617248cdd92dc6633531d2506fb9bef1e6e21e26c8f579ae6955abb", None),
+    "structures/1dix.pdb": (f"{_BIOTITE}/1dix.pdb", "bb5f0e35331c3cafeabcb6b06bbf482b3c63adfa3dc4e7d9cb483ac505360340", None),
+    "structures/1l2y.pdb": (f"{_BIOTITE}/1l2y.pdb", "5d1bbb545a312dfff1ae1e64b6d8addecb2f561ddc4011aeb5bee9d1dfcd4438", None),
+    "structures/1l2y.cif": (f"{_BIOTITE}/1l2y.cif", "8face44439c270c7bb9734a5eda12551460a9228969153f9caa306e1da75c671", None),
+    "structures/5ugo.pdb": (f"{_BIOTITE}/5ugo.pdb", "ca1ab6219eae36938cf62ea15efa3c56aa84d5bb54fb34bdb0c3d3105913abe4", None),
 }  # fmt: skip
 
 # TEM-1 mature chain, first residue numbered 24 (examples/variant-prediction/README.md of fair-esm

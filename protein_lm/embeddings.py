@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -165,6 +166,9 @@ def embed(
     if max_tokens <= 0:
         raise ValueError(f"`max_tokens` must be > 0, got {max_tokens}")
     base = getattr(model, "esm", model)
+    if model.training:
+        warnings.warn("embed(): the model is in training mode (dropout is active); call "
+                      "model.eval() for deterministic embeddings", stacklevel=2)
     n_layers = base.config.num_hidden_layers
     want = _resolve_layers(layers, n_layers)
     device = next(model.parameters()).device
@@ -371,8 +375,8 @@ def _assemble(
                 s, w = items[i][1], len(items[i][2])
                 if out_res[l][i] is not None:
                     acc[s : s + w] += out_res[l][i]
-            avg = acc / cover[:, None]
-            mean[l][r_i] = np.nan if r_i in failed else avg.mean(0)
+            avg = np.full_like(acc, np.nan) if r_i in failed else acc / cover[:, None]
+            mean[l][r_i] = avg.mean(0)
             if per_residue:
                 res[l].append(avg)
         if contacts:

@@ -195,6 +195,9 @@ def load_model(
         )
     torch = require("torch", "torch")
     transformers = require("transformers", "torch")
+    if task == "folding":
+        # transformers' EsmForProteinFolding declares no sdpa support and raises on it.
+        attn_implementation = "eager"
     cls = getattr(transformers, _AUTO_CLASSES[task])
     label_kw = _label_kwargs(task, num_labels, id2label)
     overrides = dict(config_overrides or {})

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -320,6 +321,9 @@ def _lm(model: Any) -> Any:
             f"Variant scoring needs a masked-LM head; got {type(model).__name__}. Load the model "
             "with protein_lm.models.load_model(name, task='masked-lm')"
         )
+    if model.training:
+        warnings.warn("variant scoring: the model is in training mode (dropout is active); call "
+                      "model.eval()", stacklevel=3)
     return model
 
 
