@@ -1,4 +1,4 @@
-"""ESM-2 in Keras 3 (TensorFlow backend): encoder, task heads, and transformers checkpoints.
+"""ESM-2 in Keras 3 (TensorFlow backend): the encoder and the three task heads.
 
 The encoder is written here rather than taken from KerasHub's `ESMBackbone`: KerasHub has no
 token-classification head, its tokenizer wants space-separated residues, it is one more heavy
@@ -14,44 +14,26 @@ so a checkpoint gives the same logits in both frameworks (tested to <= 1e-4 in f
 - padded keys are masked; padded positions of the embedding output are zeroed;
 - the sequence head reads token 0 (`<cls>`): dense -> tanh -> out_proj.
 
-Checkpoints are the transformers directory format (`config.json` + `model.safetensors`), read and
-written with `safetensors.numpy`, so the TF path never needs torch.
+Weights come from, and go back to, transformers checkpoints: see `protein_lm.tf_checkpoint`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import logging
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from protein_lm.errors import InvalidInputError, ModelNotFoundError, require
+from protein_lm.errors import InvalidInputError, require
 
-__all__ = [
-    "TF_TASKS",
-    "build_tf_model",
-    "load_tf_model",
-    "save_tf_model",
-    "tf_state_dict",
-]
-
-log = logging.getLogger(__name__)
+__all__ = ["TF_TASKS", "build_tf_model", "keras_tf"]
 
 TF_TASKS = ("sequence-classification", "token-classification", "regression")
 _MASK_RATIO_TRAIN = 0.15 * 0.8  # hard-coded in ESM-2 training, and so in transformers
-_ARCH = {
-    "sequence-classification": "EsmForSequenceClassification",
-    "regression": "EsmForSequenceClassification",
-    "token-classification": "EsmForTokenClassification",
-}
 
 
-def _keras() -> Any:
+def keras_tf() -> Any:
     """Import keras on the TensorFlow backend, quietly (log level set here, not at import)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -68,9 +50,9 @@ def _keras() -> Any:
 @functools.cache
 def _classes() -> Any:
     """Define the Keras layers once, on first use (keras is imported lazily)."""
-    keras = _keras()
+    keras = keras_tf()
     ops = keras.ops
-    L = keras.layers
+    L = keras.layers  # noqa: N806 - short alias, as in Keras examples
 
     def rotate_half(x: Any) -> Any:
         half = ops.shape(x)[-1] // 2
@@ -99,15 +81,21 @@ def _classes() -> Any:
             h = self.layer_norm(x)
 
             def heads(y: Any) -> Any:  # (B, T, D) -> (B, H, T, Dh)
-                return ops.transpose(ops.reshape(y, (b, t, self.heads, self.head_dim)), (0, 2, 1, 3))
+                return ops.transpose(
+                    ops.reshape(y, (b, t, self.heads, self.head_dim)), (0, 2, 1, 3)
+                )
 
             q = heads(self.query(h)) * (self.head_dim**-0.5)  # ESM scales q before rotary
             k, v = heads(self.key(h)), heads(self.value(h))
             q32, k32 = ops.cast(q, "float32"), ops.cast(k, "float32")  # rotary in float32
             q = ops.cast(q32 * cos + rotate_half(q32) * sin, v.dtype)
             k = ops.cast(k32 * cos + rotate_half(k32) * sin, v.dtype)
-            scores = ops.cast(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), "float32")  # (B,H,T,T)
-            scores = ops.where(key_mask[:, None, None, :], scores, -1e9)  # padded keys get 0 weight
+            scores = ops.cast(
+                ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), "float32"
+            )  # (B,H,T,T)
+            scores = ops.where(
+                key_mask[:, None, None, :], scores, -1e9
+            )  # padded keys get 0 weight
             probs = self.attn_dropout(ops.softmax(scores, axis=-1), training=training)
             out = ops.matmul(ops.cast(probs, v.dtype), v)  # (B, H, T, Dh)
             out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (b, t, self.heads * self.head_dim))
@@ -141,14 +129,19 @@ def _classes() -> Any:
             self.word_embeddings = L.Embedding(cfg.vocab_size, cfg.hidden_size, dtype=pol)
             self.layer_norm_before = (
                 L.LayerNormalization(epsilon=cfg.layer_norm_eps, dtype=pol)
-                if cfg.emb_layer_norm_before else None
+                if cfg.emb_layer_norm_before
+                else None
             )
             self.blocks = [EsmLayer(cfg, dtype=pol) for _ in range(cfg.num_hidden_layers)]
             self.final_layer_norm = L.LayerNormalization(epsilon=cfg.layer_norm_eps, dtype=pol)
             head_dim = cfg.hidden_size // cfg.num_attention_heads
             self.inv_freq = self.add_weight(
-                shape=(head_dim // 2,), initializer="zeros", trainable=False, dtype="float32",
-                name="inv_freq", autocast=False,  # rotary angles stay float32 under mixed precision
+                shape=(head_dim // 2,),
+                initializer="zeros",
+                trainable=False,
+                dtype="float32",
+                name="inv_freq",
+                autocast=False,  # rotary angles stay float32 under mixed precision
             )
 
         def call(self, input_ids: Any, attention_mask: Any, training: bool = False) -> Any:
@@ -208,7 +201,9 @@ def _classes() -> Any:
 
 def _check_config(cfg: Any) -> None:
     if getattr(cfg, "is_folding_model", False):
-        raise InvalidInputError("This is an ESMFold checkpoint; the TF path fine-tunes ESM-2 encoders")
+        raise InvalidInputError(
+            "This is an ESMFold checkpoint; the TF path fine-tunes ESM-2 encoders"
+        )
     if getattr(cfg, "position_embedding_type", "rotary") != "rotary":
         raise InvalidInputError(
             f"The TF path supports rotary ESM-2 checkpoints only, got position_embedding_type="
@@ -236,257 +231,9 @@ def build_tf_model(hf_config: Any, task: str, *, dtype: str = "float32") -> Any:
         raise ValueError(f"`task` must be one of {TF_TASKS}, got {task!r}")
     _check_config(hf_config)
     model = _classes()(hf_config, task, dtype=dtype)
-    dummy = {"input_ids": np.array([[0, 5, 2]], "int32"), "attention_mask": np.ones((1, 3), "int32")}
+    dummy = {
+        "input_ids": np.array([[0, 5, 2]], "int32"),
+        "attention_mask": np.ones((1, 3), "int32"),
+    }
     model(dummy)  # build every variable
     return model
-
-
-# ------------------------------------------------------------------ weight names (transformers)
-def _weight_map(model: Any) -> dict[str, tuple[Any, bool]]:
-    """transformers state-dict name -> (Keras variable, transpose?); torch Linear is (out, in)."""
-    out: dict[str, tuple[Any, bool]] = {}
-
-    def dense(name: str, layer: Any) -> None:
-        out[f"{name}.weight"], out[f"{name}.bias"] = (layer.kernel, True), (layer.bias, False)
-
-    def norm(name: str, layer: Any) -> None:
-        out[f"{name}.weight"], out[f"{name}.bias"] = (layer.gamma, False), (layer.beta, False)
-
-    enc = model.esm
-    out["esm.embeddings.word_embeddings.weight"] = (enc.word_embeddings.embeddings, False)
-    if enc.layer_norm_before is not None:
-        norm("esm.embeddings.layer_norm", enc.layer_norm_before)
-    for i, block in enumerate(enc.blocks):
-        p, att = f"esm.encoder.layer.{i}.", block.attention
-        for part in ("query", "key", "value"):
-            dense(f"{p}attention.self.{part}", getattr(att, part))
-        dense(f"{p}attention.output.dense", att.dense)
-        norm(f"{p}attention.LayerNorm", att.layer_norm)
-        dense(f"{p}intermediate.dense", block.intermediate)
-        dense(f"{p}output.dense", block.output_dense)
-        norm(f"{p}LayerNorm", block.layer_norm)
-    norm("esm.encoder.emb_layer_norm_after", enc.final_layer_norm)
-    if model.task == "token-classification":
-        dense("classifier", model.classifier)
-    else:
-        dense("classifier.dense", model.classifier_dense)
-        dense("classifier.out_proj", model.out_proj)
-    return out
-
-
-_INV_FREQ = "esm.rotary_embeddings.inv_freq"
-
-
-def _normalise_keys(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Map the spellings transformers v4/v5 and bare `EsmModel` checkpoints use onto one."""
-    out: dict[str, np.ndarray] = {}
-    bare = not any(k.startswith("esm.") for k in state)
-    for key, value in state.items():
-        if bare and not key.startswith(("classifier", "lm_head")):
-            key = f"esm.{key}"
-        if key.endswith("rotary_embeddings.inv_freq"):
-            key = _INV_FREQ  # v4: one copy per layer, v5 saves 'layer.*.': all equal
-        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-        out[key] = value
-    return out
-
-
-def tf_state_dict(model: Any) -> dict[str, np.ndarray]:
-    """The model's weights as a float32 numpy dict with transformers' names (torch layout)."""
-    state = {k: np.ascontiguousarray(v.numpy().T if t else v.numpy()).astype(np.float32)
-             for k, (v, t) in _weight_map(model).items()}
-    state[_INV_FREQ] = model.esm.inv_freq.numpy().astype(np.float32)
-    state.update(getattr(model, "passthrough", {}))
-    return state
-
-
-def _default_inv_freq(cfg: Any) -> np.ndarray:
-    dim = cfg.hidden_size // cfg.num_attention_heads
-    rope = getattr(cfg, "rope_parameters", None) or {}
-    base = float(rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))
-    return (1.0 / base ** (np.arange(0, dim, 2, dtype=np.float32) / dim)).astype(np.float32)
-
-
-def _random_state(model: Any, seed: int) -> dict[str, np.ndarray]:
-    """transformers' initialisation: N(0, initializer_range) weights, zero biases, unit norms."""
-    rng = np.random.default_rng(seed)
-    std = float(getattr(model.hf_config, "initializer_range", 0.02))
-    state: dict[str, np.ndarray] = {}
-    for name, (var, transpose) in _weight_map(model).items():
-        shape = tuple(var.shape)[::-1] if transpose else tuple(var.shape)
-        if name.endswith(("LayerNorm.weight", "layer_norm.weight", "emb_layer_norm_after.weight")):
-            state[name] = np.ones(shape, np.float32)
-        elif name.endswith(".bias"):
-            state[name] = np.zeros(shape, np.float32)
-        else:
-            state[name] = rng.normal(0.0, std, shape).astype(np.float32)
-    pad = model.hf_config.pad_token_id
-    state["esm.embeddings.word_embeddings.weight"][pad] = 0.0  # padding_idx row, as nn.Embedding
-    # The contact head is unused here but part of every transformers ESM checkpoint.
-    n_attn = model.hf_config.num_hidden_layers * model.hf_config.num_attention_heads
-    state["esm.contact_head.regression.weight"] = rng.normal(0.0, std, (1, n_attn)).astype(np.float32)
-    state["esm.contact_head.regression.bias"] = np.zeros((1,), np.float32)
-    return state
-
-
-def _assign(model: Any, state: dict[str, np.ndarray], source: str, seed: int) -> list[str]:
-    """Copy `state` into the model; head weights missing from `state` start fresh (seeded)."""
-    state = _normalise_keys(state)
-    fresh = _random_state(model, seed)
-    missing: list[str] = []
-    for name, (var, transpose) in _weight_map(model).items():
-        value = state.get(name)
-        expected = tuple(var.shape)[::-1] if transpose else tuple(var.shape)
-        if value is not None and tuple(value.shape) != expected:
-            if name.startswith("classifier"):
-                value = None  # head with another label count: start a new one, like transformers
-            else:
-                raise InvalidInputError(
-                    f"Checkpoint {source}: weight {name} has shape {tuple(value.shape)}, the config "
-                    f"implies {expected}; config.json and model.safetensors do not belong together"
-                )
-        if value is None:
-            if not name.startswith("classifier"):
-                raise InvalidInputError(f"Checkpoint {source} has no weight {name}; is it an ESM-2 model?")
-            missing.append(name)
-            value = fresh[name]
-        var.assign(value.T if transpose else value)
-    inv = state.get(_INV_FREQ)
-    model.esm.inv_freq.assign(inv.astype(np.float32) if inv is not None else _default_inv_freq(model.hf_config))
-    # Weights the heads do not use (contact head) travel unchanged, so a saved directory is complete.
-    used = set(_weight_map(model)) | {_INV_FREQ}
-    model.passthrough = {k: v for k, v in state.items()
-                         if k.startswith("esm.") and k not in used}
-    return missing
-
-
-# ------------------------------------------------------------------ loading and saving
-def _checkpoint_files(name_or_path: str) -> tuple[dict[str, Any], list[Path]]:
-    """config.json (as a dict) and safetensors files of a local directory or a hub id."""
-    from protein_lm.models import ESM2_PRESETS  # light: no torch
-
-    name = ESM2_PRESETS.get(name_or_path, {}).get("hub_id", name_or_path)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        files = sorted(path.glob("*.safetensors"))
-        if not (path / "config.json").is_file() or not files:
-            raise ModelNotFoundError(
-                f"{path} is not a model directory: it needs config.json and model.safetensors "
-                "(as written by `protein-lm finetune` or `save_pretrained`)"
-            )
-        return json.loads((path / "config.json").read_text()), files
-    from protein_lm.models import load_config  # offline/uncached hub id -> ModelNotFoundError
-
-    load_config(name)
-    hub = require("huggingface_hub", "tf")
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    try:
-        cfg = hub.hf_hub_download(name, "config.json", local_files_only=offline)
-        weights = hub.hf_hub_download(name, "model.safetensors", local_files_only=offline)
-    except Exception as exc:  # noqa: BLE001 - any hub failure: say what to do
-        raise ModelNotFoundError(
-            f"Could not get model.safetensors of {name!r} ({exc}); download it once while online "
-            f"(`hf download {name}`) or pass a local model directory"
-        ) from exc
-    return json.loads(Path(cfg).read_text()), [Path(weights)]
-
-
-def _hf_config(config: dict[str, Any] | Any, task: str, num_labels: int | None,
-               id2label: dict[int, str] | None) -> tuple[Any, bool]:
-    """An `EsmConfig` for `task`; second value: True when the labels changed (new head)."""
-    transformers = require("transformers", "tf")
-    from protein_lm.models import _label_kwargs
-
-    cfg = config if not isinstance(config, dict) else transformers.EsmConfig(**{
-        k: v for k, v in config.items() if k not in ("architectures", "transformers_version")})
-    label_kw = _label_kwargs(task, num_labels, id2label)
-    old = (cfg.num_labels, dict(cfg.id2label))
-    for key, value in label_kw.items():
-        setattr(cfg, key, value)
-    if task == "token-classification":
-        cfg.problem_type = None
-    cfg.architectures = [_ARCH[task]]
-    return cfg, (cfg.num_labels, dict(cfg.id2label)) != old
-
-
-def load_tf_model(
-    name_or_path: str,
-    task: str,
-    *,
-    num_labels: int | None = None,
-    id2label: dict[int, str] | None = None,
-    dtype: str = "float32",
-    seed: int = 0,
-    config_overrides: dict[str, Any] | None = None,
-) -> Any:
-    """Load an ESM-2 checkpoint (hub id, local transformers directory or `tiny`) into Keras.
-
-    Parameters
-    ----------
-    name_or_path : str
-        Same names as `protein_lm.models.load_model`: a hub id, a preset key, a directory written
-        by PyTorch or TF (`config.json` + `model.safetensors`), or `tiny` (random, seeded).
-    task : {"sequence-classification", "token-classification", "regression"}
-    num_labels, id2label : int, dict
-        Labels of a new head; a directory that already holds a head for `task` keeps its labels.
-    dtype : str
-        Keras dtype policy ("float32", "mixed_bfloat16", "mixed_float16").
-    seed : int
-        Seed of randomly initialised weights (`tiny`, new heads).
-    config_overrides : dict, optional
-        Architecture changes for `tiny` (e.g. `{"num_hidden_layers": 2}`).
-
-    Returns
-    -------
-    keras.Model
-        Called as `model({"input_ids": (B, T) int, "attention_mask": (B, T) int})`. Attributes:
-        `hf_config` (the `EsmConfig` saved with it), `task`, `new_head` (names of head weights
-        initialised fresh rather than read from the checkpoint).
-    """
-    if task not in TF_TASKS:
-        raise ValueError(f"`task` must be one of {TF_TASKS}, got {task!r}")
-    if name_or_path == "tiny":
-        from protein_lm.models import tiny_config
-
-        cfg, _ = _hf_config(tiny_config(**(config_overrides or {})), task, num_labels, id2label)
-        model = build_tf_model(cfg, task, dtype=dtype)
-        state = _random_state(model, seed)
-        state[_INV_FREQ] = _default_inv_freq(cfg)
-        model.new_head = _assign(model, state, "tiny", seed)
-        return model
-    config, files = _checkpoint_files(name_or_path)
-    safetensors_numpy = require("safetensors.numpy", "tf")
-    state: dict[str, np.ndarray] = {}
-    for file in files:
-        state.update(safetensors_numpy.load_file(str(file)))
-    cfg, relabelled = _hf_config(config, task, num_labels, id2label)
-    model = build_tf_model(cfg, task, dtype=dtype)
-    if relabelled:  # labels differ from the checkpoint's: its head (if any) does not apply
-        state = {k: v for k, v in state.items() if not k.startswith("classifier")}
-    missing = model.new_head = _assign(model, state, name_or_path, seed)
-    if missing:
-        log.info("New %s head initialised (seed %d): %s", task, seed, ", ".join(missing))
-    return model
-
-
-def save_tf_model(model: Any, directory: str | os.PathLike[str]) -> Path:
-    """Write `config.json`, `model.safetensors` and tokenizer files loadable by transformers.
-
-    Files are written to a temporary folder first and moved into `directory` one by one, so a
-    failure leaves no half-written checkpoint.
-    """
-    safetensors_numpy = require("safetensors.numpy", "tf")
-    from protein_lm.tokenization import hf_tokenizer
-
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-save-") as tmp:
-        cfg = model.hf_config
-        cfg.architectures = [_ARCH[model.task]]
-        cfg.save_pretrained(tmp)
-        safetensors_numpy.save_file(tf_state_dict(model), str(Path(tmp) / "model.safetensors"),
-                                    metadata={"format": "pt"})
-        hf_tokenizer().save_pretrained(tmp)
-        for file in Path(tmp).iterdir():
-            os.replace(file, out / file.name)
-    return out

@@ -5,7 +5,8 @@ A model directory is read the same way whichever framework wrote it: the task co
 `id2label`, and regression predictions are mapped back to label units with
 `protein_lm_label_scale` (mean, std) when training standardised them. Per-residue tasks score
 sequences longer than the model's 1,022 residues in overlapping windows (probabilities averaged
-where windows overlap), so every residue gets a prediction; sequence tasks truncate them with a warning.
+where windows overlap), so every residue gets a prediction; sequence tasks truncate them with a
+warning.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from protein_lm.batching import Collator, token_budget_batches
 from protein_lm.errors import InvalidInputError
 from protein_lm.sequences import as_records
 from protein_lm.tokenization import MAX_TOKENS
+
 # One result type and one task rule for both frameworks (torch_inference imports torch lazily).
 from protein_lm.torch_inference import Predictions, model_task
 
@@ -34,8 +36,9 @@ __all__ = ["predict", "batch_logits", "predict_cli", "finetune_cli"]
 log = logging.getLogger(__name__)
 
 
-def batch_logits(forward: Any, sequences: Sequence[str], batch_tokens: int,
-                 max_length: int = MAX_TOKENS) -> list[np.ndarray]:
+def batch_logits(
+    forward: Any, sequences: Sequence[str], batch_tokens: int, max_length: int = MAX_TOKENS
+) -> list[np.ndarray]:
     """Logits per sequence in input order: (C,) for sequence heads, (T_i, C) for token heads.
 
     Batches are token-budget batches of length-sorted sequences (little padding); `forward` maps
@@ -47,33 +50,40 @@ def batch_logits(forward: Any, sequences: Sequence[str], batch_tokens: int,
     out: list[np.ndarray | None] = [None] * len(sequences)
     for idx in token_budget_batches(lengths, batch_tokens):
         b = collate([{"sequence": sequences[i]} for i in idx])
-        logits = np.asarray(forward({k: b[k].astype(np.int32)
-                                     for k in ("input_ids", "attention_mask")}), np.float32)
+        logits = np.asarray(
+            forward({k: b[k].astype(np.int32) for k in ("input_ids", "attention_mask")}),
+            np.float32,
+        )
         for row, i in enumerate(idx):
             out[i] = logits[row, : lengths[i] + 2] if logits.ndim == 3 else logits[row]
     return out  # type: ignore[return-value]
 
 
 def _load(model: Any) -> Any:
-    from protein_lm.tf_esm import load_tf_model
+    from protein_lm.tf_checkpoint import load_tf_model
 
     if not isinstance(model, (str, Path)):
         return model
     path = Path(model)
     if not (path / "config.json").is_file():
-        raise InvalidInputError(f"--model {str(path)!r} is not a model directory (no config.json); "
-                                "predict needs a directory written by `protein-lm finetune`")
+        raise InvalidInputError(
+            f"--model {str(path)!r} is not a model directory (no config.json); "
+            "predict needs a directory written by `protein-lm finetune`"
+        )
     cfg = json.loads((path / "config.json").read_text())
     task = model_task(SimpleNamespace(**{"problem_type": None, **cfg}))
     loaded = load_tf_model(str(path), task)
     if loaded.new_head:
-        raise InvalidInputError(f"{path} has no trained {task} head ({', '.join(loaded.new_head)} "
-                                "missing); predict needs a directory written by finetune")
+        raise InvalidInputError(
+            f"{path} has no trained {task} head ({', '.join(loaded.new_head)} "
+            "missing); predict needs a directory written by finetune"
+        )
     return loaded
 
 
-def predict(model: Any, sequences: Any, *, batch_tokens: int = 8000,
-            max_length: int = MAX_TOKENS - 2) -> Predictions:
+def predict(
+    model: Any, sequences: Any, *, batch_tokens: int = 8000, max_length: int = MAX_TOKENS - 2
+) -> Predictions:
     """Predict with a fine-tuned model: a directory (PyTorch- or TF-written) or a Keras model.
 
     Parameters
@@ -90,9 +100,9 @@ def predict(model: Any, sequences: Any, *, batch_tokens: int = 8000,
     Predictions
         The same type as `protein_lm.torch_inference.predict` returns (`to_csv` writes the file).
     """
-    from protein_lm.tf_esm import _keras
+    from protein_lm.tf_esm import keras_tf
 
-    _keras()  # quiet TF logs, TensorFlow backend
+    keras_tf()  # quiet TF logs, TensorFlow backend
     import tensorflow as tf
 
     if batch_tokens <= 0:
@@ -102,27 +112,37 @@ def predict(model: Any, sequences: Any, *, batch_tokens: int = 8000,
     cfg = model.hf_config
     task = model_task(cfg)
     spec = tf.TensorSpec((None, None), tf.int32)
-    forward = tf.function(lambda x: model(x, training=False),
-                          input_signature=[{"input_ids": spec, "attention_mask": spec}])
+    forward = tf.function(
+        lambda x: model(x, training=False),
+        input_signature=[{"input_ids": spec, "attention_mask": spec}],
+    )
     window, ids = max_length - 2, tuple(r.id for r in records)
     if task == "token-classification":
-        items = [(n, start, r.sequence[start : start + window]) for n, r in enumerate(records)
-                 for start in _window_starts(len(r.sequence), window)]
+        items = [
+            (n, start, r.sequence[start : start + window])
+            for n, r in enumerate(records)
+            for start in _window_starts(len(r.sequence), window)
+        ]
         logits = batch_logits(forward, [s for _, _, s in items], batch_tokens, max_length)
         names = tuple(cfg.id2label[i] for i in range(cfg.num_labels))
         sums = [np.zeros((len(r.sequence), len(names))) for r in records]
         counts = [np.zeros((len(r.sequence), 1)) for r in records]
         for (n, start, sub), lg in zip(items, logits):
             # Probabilities of overlapping windows are averaged (as torch_inference).
-            sums[n][start : start + len(sub)] += _softmax(lg[1 : 1 + len(sub)])  # residue i: token i+1
+            sums[n][start : start + len(sub)] += _softmax(
+                lg[1 : 1 + len(sub)]
+            )  # residue i: token i+1
             counts[n][start : start + len(sub)] += 1
         lookup = np.array(names)
         preds = tuple("".join(lookup[(s / c).argmax(1)]) for s, c in zip(sums, counts))
         return Predictions(task, ids, preds, None, names)
     cut = sum(len(r.sequence) > window for r in records)
     if cut:
-        warnings.warn(f"{cut} sequence(s) longer than {window} residues: only their first {window} "
-                      "residues are used", stacklevel=2)
+        warnings.warn(
+            f"{cut} sequence(s) longer than {window} residues: only their first {window} "
+            "residues are used",
+            stacklevel=2,
+        )
     z = np.stack(batch_logits(forward, [r.sequence for r in records], batch_tokens, max_length))
     if task == "regression":
         mean, std = getattr(cfg, "protein_lm_label_scale", None) or (0.0, 1.0)
@@ -152,8 +172,10 @@ def predict_cli(args: argparse.Namespace) -> int:
     from protein_lm.reporting import read_predict_input
 
     if not Path(args.model).is_dir():
-        raise InvalidInputError(f"--model {args.model!r} is not a directory; pass the output "
-                                "directory of `protein-lm finetune`")
+        raise InvalidInputError(
+            f"--model {args.model!r} is not a directory; pass the output "
+            "directory of `protein-lm finetune`"
+        )
     records = read_predict_input(args.input)  # all input checked before the model is loaded
     result = predict(args.model, records, batch_tokens=args.batch_tokens)
     result.to_csv(args.output)
@@ -166,31 +188,56 @@ def finetune_cli(args: argparse.Namespace) -> int:
     from protein_lm.data import read_table
     from protein_lm.tf_training import TFFinetuneConfig, finetune
 
-    pt_only = [flag for flag, used in (
-        ("--lora", getattr(args, "lora", False)),
-        ("--class-weights", getattr(args, "class_weights", "none") not in (None, "none")),
-        ("--gradient-checkpointing", getattr(args, "gradient_checkpointing", False)),
-        ("--device", getattr(args, "device", None) is not None),
-    ) if used]
+    pt_only = [
+        flag
+        for flag, used in (
+            ("--lora", getattr(args, "lora", False)),
+            ("--class-weights", getattr(args, "class_weights", "none") not in (None, "none")),
+            ("--gradient-checkpointing", getattr(args, "gradient_checkpointing", False)),
+            ("--device", getattr(args, "device", None) is not None),
+        )
+        if used
+    ]
     if pt_only:
-        raise InvalidInputError(f"{', '.join(pt_only)}: PyTorch-only option(s); drop them or use "
-                                "--framework pt")
+        raise InvalidInputError(
+            f"{', '.join(pt_only)}: PyTorch-only option(s); drop them or use --framework pt"
+        )
     # Every file is read and validated before any training starts.
-    splits = {name: read_table(p, args.task) if p is not None else None
-              for name, p in (("train", args.train), ("validation", args.validation),
-                              ("test", args.test))}
+    splits = {
+        name: read_table(p, args.task) if p is not None else None
+        for name, p in (
+            ("train", args.train),
+            ("validation", args.validation),
+            ("test", args.test),
+        )
+    }
     config = TFFinetuneConfig(
-        task=args.task, model=args.model, epochs=args.epochs, max_steps=args.max_steps,
-        max_time_s=getattr(args, "max_time", None), learning_rate=args.learning_rate,
-        batch_tokens=args.batch_tokens, eval_steps=getattr(args, "eval_steps", None),
-        seed=args.seed, precision=getattr(args, "precision", "auto"),
+        task=args.task,
+        model=args.model,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        max_time_s=getattr(args, "max_time", None),
+        learning_rate=args.learning_rate,
+        batch_tokens=args.batch_tokens,
+        eval_steps=getattr(args, "eval_steps", None),
+        seed=args.seed,
+        precision=getattr(args, "precision", "auto"),
         length_policy=getattr(args, "length_policy", "truncate"),
-        progress=not getattr(args, "no_progress", False))
-    result = finetune(splits["train"], splits["validation"], splits["test"], config=config,
-                      output_dir=args.output_dir, overwrite=getattr(args, "overwrite", False))
-    print(f"Saved the model to {result.output_dir} ({result.steps} steps, "
-          f"{result.train_seconds:.0f} s); validation: {_fmt(result.validation)}"
-          + (f"; test: {_fmt(result.test)}" if result.test else ""))
+        progress=not getattr(args, "no_progress", False),
+    )
+    result = finetune(
+        splits["train"],
+        splits["validation"],
+        splits["test"],
+        config=config,
+        output_dir=args.output_dir,
+        overwrite=getattr(args, "overwrite", False),
+    )
+    print(
+        f"Saved the model to {result.output_dir} ({result.steps} steps, "
+        f"{result.train_seconds:.0f} s); validation: {_fmt(result.validation)}"
+        + (f"; test: {_fmt(result.test)}" if result.test else "")
+    )
     return 0
 
 

@@ -30,14 +30,22 @@ from typing import Any
 
 import numpy as np
 
-from protein_lm.batching import IGNORE_INDEX, Collator, token_budget_batches
+from protein_lm.batching import IGNORE_INDEX, token_budget_batches
 from protein_lm.errors import InvalidInputError
 from protein_lm.reporting import (
-    CURVES_FILE, METRICS_FILE, TRAINING_LOG, LogEntry, atomic_output_dir, plot_training_curves,
-    write_metrics, write_training_log,
+    CURVES_FILE,
+    METRICS_FILE,
+    TRAINING_LOG,
+    LogEntry,
+    atomic_output_dir,
+    plot_training_curves,
+    write_metrics,
+    write_training_log,
 )  # fmt: skip
-from protein_lm.tf_esm import TF_TASKS, load_tf_model, save_tf_model
-from protein_lm.tf_predict import batch_logits, finetune_cli, predict, predict_cli
+from protein_lm.tf_checkpoint import load_tf_model, save_tf_model
+from protein_lm.tf_data import evaluate_split, prepare_split, round_len, train_dataset
+from protein_lm.tf_esm import TF_TASKS, keras_tf
+from protein_lm.tf_predict import finetune_cli, predict, predict_cli
 from protein_lm.tokenization import MAX_TOKENS
 
 __all__ = [
@@ -45,6 +53,8 @@ __all__ = [
     "TFFinetuneResult",
     "finetune",
     "predict",
+    "load_tf_model",
+    "save_tf_model",
     "finetune_cli",
     "predict_cli",
     "SELECTION_METRIC",
@@ -52,8 +62,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SELECTION_METRIC = {"sequence-classification": "mcc", "token-classification": "q3",
-                    "regression": "spearman"}
+SELECTION_METRIC = {
+    "sequence-classification": "mcc",
+    "token-classification": "q3",
+    "regression": "spearman",
+}
 
 
 @dataclass(frozen=True)
@@ -91,25 +104,43 @@ class TFFinetuneConfig:
             (self.task in TF_TASKS, f"`task` must be one of {TF_TASKS}, got {self.task!r}"),
             (not (self.epochs and self.max_steps), "give `epochs` or `max_steps`, not both"),
             (self.epochs is None or self.epochs > 0, f"`epochs` must be > 0, got {self.epochs}"),
-            (self.max_steps is None or self.max_steps > 0,
-             f"`max_steps` must be > 0, got {self.max_steps}"),
-            (self.max_time_s is None or self.max_time_s > 0,
-             f"`max_time_s` must be > 0, got {self.max_time_s}"),
-            (self.learning_rate is None or self.learning_rate > 0,
-             f"`learning_rate` must be > 0, got {self.learning_rate}"),
+            (
+                self.max_steps is None or self.max_steps > 0,
+                f"`max_steps` must be > 0, got {self.max_steps}",
+            ),
+            (
+                self.max_time_s is None or self.max_time_s > 0,
+                f"`max_time_s` must be > 0, got {self.max_time_s}",
+            ),
+            (
+                self.learning_rate is None or self.learning_rate > 0,
+                f"`learning_rate` must be > 0, got {self.learning_rate}",
+            ),
             (self.batch_tokens > 0, f"`batch_tokens` must be > 0, got {self.batch_tokens}"),
-            (self.eval_steps is None or self.eval_steps > 0,
-             f"`eval_steps` must be > 0, got {self.eval_steps}"),
-            (0 <= self.warmup_fraction < 1,
-             f"`warmup_fraction` must be in [0, 1), got {self.warmup_fraction}"),
-            (self.precision in ("auto", "fp32", "bf16", "fp16"),
-             f"`precision` must be 'auto', 'fp32', 'bf16' or 'fp16', got {self.precision!r}"),
-            (self.jit_compile in ("auto", True, False),
-             f"`jit_compile` must be 'auto', True or False, got {self.jit_compile!r}"),
-            (self.length_policy in ("truncate", "error"),
-             f"`length_policy` must be 'truncate' or 'error', got {self.length_policy!r}"),
-            (3 <= self.max_length <= MAX_TOKENS,
-             f"`max_length` must be in [3, {MAX_TOKENS}] tokens, got {self.max_length}"),
+            (
+                self.eval_steps is None or self.eval_steps > 0,
+                f"`eval_steps` must be > 0, got {self.eval_steps}",
+            ),
+            (
+                0 <= self.warmup_fraction < 1,
+                f"`warmup_fraction` must be in [0, 1), got {self.warmup_fraction}",
+            ),
+            (
+                self.precision in ("auto", "fp32", "bf16", "fp16"),
+                f"`precision` must be 'auto', 'fp32', 'bf16' or 'fp16', got {self.precision!r}",
+            ),
+            (
+                self.jit_compile in ("auto", True, False),
+                f"`jit_compile` must be 'auto', True or False, got {self.jit_compile!r}",
+            ),
+            (
+                self.length_policy in ("truncate", "error"),
+                f"`length_policy` must be 'truncate' or 'error', got {self.length_policy!r}",
+            ),
+            (
+                3 <= self.max_length <= MAX_TOKENS,
+                f"`max_length` must be in [3, {MAX_TOKENS}] tokens, got {self.max_length}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -140,120 +171,6 @@ class TFFinetuneResult:
     log: tuple[LogEntry, ...]
 
 
-# ----------------------------------------------------------------------------------- data
-@dataclass
-class _Split:
-    ids: list[str]
-    sequences: list[str]
-    labels: list[Any]  # class id, standardised float, or per-residue ids with -100
-
-
-def _prepare(data: Any, task: str, label2id: dict[str, int] | None, source: str,
-             config: TFFinetuneConfig) -> tuple[_Split, dict[int, str] | None]:
-    """Validate a split (errors name the row and id) and encode its labels."""
-    import datasets
-
-    from protein_lm.data import encode_labels
-    from protein_lm.sequences import validate
-
-    if hasattr(data, "to_dict") and hasattr(data, "columns"):  # pandas DataFrame
-        data = datasets.Dataset.from_pandas(data, preserve_index=False)
-    elif isinstance(data, Mapping):
-        data = datasets.Dataset.from_dict(dict(data))
-    if not isinstance(data, datasets.Dataset):
-        raise InvalidInputError(f"{source}: expected a datasets.Dataset, DataFrame or dict of "
-                                f"columns, got {type(data).__name__}")
-    missing = {"sequence", "label"} - set(data.column_names)
-    if missing or len(data) == 0:
-        raise InvalidInputError(f"{source}: needs rows with columns sequence and label; has "
-                                f"{len(data)} rows and columns {data.column_names}")
-    ids = data["id"] if "id" in data.column_names else [f"row{i + 1}" for i in range(len(data))]
-    seqs, limit = [], config.max_length - 2
-    for i, (rid, seq) in enumerate(zip(ids, data["sequence"])):
-        try:
-            seq = validate(seq, str(rid), gaps="keep")
-        except (ValueError, TypeError) as exc:
-            raise InvalidInputError(f"{source}, row {i + 1} (id {rid!r}), field 'sequence': {exc}") from None
-        if task == "token-classification" and len(data[i]["label"]) != len(seq):
-            raise InvalidInputError(f"{source}, row {i + 1} (id {rid!r}), field 'label': "
-                                    f"{len(data[i]['label'])} labels for {len(seq)} residues")
-        if len(seq) > limit and config.length_policy == "error":
-            raise InvalidInputError(f"{source}, row {i + 1} (id {rid!r}), field 'sequence': "
-                                    f"{len(seq)} residues > {limit}; use length_policy='truncate'")
-        seqs.append(seq)
-    n_long = sum(len(s) > limit for s in seqs)
-    if n_long:
-        warnings.warn(f"{source}: {n_long} sequence(s) longer than {limit} residues are truncated "
-                      "(their cut-off residues are not trained or scored)", stacklevel=3)
-    encoded, id2label = encode_labels(data, task, label2id, source=source)  # type: ignore[arg-type]
-    return _Split(list(map(str, ids)), seqs, list(encoded["labels"])), id2label
-
-
-def _round_len(n_tokens: int, multiple: int) -> int:
-    return -(-n_tokens // multiple) * multiple
-
-
-def _train_dataset(split: _Split, task: str, config: TFFinetuneConfig, multiple: int) -> Any:
-    """Endless `tf.data` stream of dynamically padded token-budget batches, reshuffled per epoch."""
-    import tensorflow as tf
-
-    collate = Collator(task, max_length=config.max_length, pad_to_multiple_of=multiple)
-    # Batch by the padded width the collator will produce, so the budget holds after rounding.
-    lengths = [_round_len(min(len(s) + 2, config.max_length), multiple) - 2 for s in split.sequences]
-
-    def batches() -> Any:
-        epoch = 0
-        while True:
-            for idx in token_budget_batches(lengths, config.batch_tokens, shuffle=True,
-                                            seed=config.seed + epoch, pool_size=2048):
-                b = collate([{"sequence": split.sequences[i], "labels": split.labels[i]} for i in idx])
-                x = {k: b[k].astype(np.int32) for k in ("input_ids", "attention_mask")}
-                y = b["labels"].astype(np.float32 if task == "regression" else np.int32)
-                yield x, (y[:, None] if task == "regression" else y)
-            epoch += 1
-
-    ids = tf.TensorSpec((None, None), tf.int32)
-    y_spec = {"token-classification": tf.TensorSpec((None, None), tf.int32),
-              "sequence-classification": tf.TensorSpec((None,), tf.int32),
-              "regression": tf.TensorSpec((None, 1), tf.float32)}[task]
-    sig = ({"input_ids": ids, "attention_mask": ids}, y_spec)
-    return tf.data.Dataset.from_generator(batches, output_signature=sig).prefetch(2)
-
-
-# --------------------------------------------------------------------------- evaluation
-def _evaluate(forward: Any, split: _Split, task: str, batch_tokens: int, max_length: int,
-              scale: tuple[float, float]) -> dict[str, float]:
-    """Loss (on the training scale) and the task's metrics on a whole split."""
-    from protein_lm.metrics import classification_metrics, regression_metrics, token_metrics
-
-    logits = batch_logits(forward, split.sequences, batch_tokens, max_length)
-    if task == "token-classification":
-        labs, lgts = [], []
-        for seq_logits, residue_labels in zip(logits, split.labels):
-            n = min(len(residue_labels), seq_logits.shape[0] - 2)
-            labs.append(np.asarray(residue_labels[:n]))
-            lgts.append(seq_logits[1 : 1 + n])  # residue i is token i+1
-        y, z = np.concatenate(labs), np.concatenate(lgts)
-        keep = y != IGNORE_INDEX
-        m = {k: v for k, v in token_metrics(y, z.argmax(-1)).items() if k != "accuracy"}
-        m["loss"] = _cross_entropy(z[keep], y[keep])
-        return m
-    z = np.stack(logits)  # (N, C) sequence-level logits
-    if task == "regression":
-        pred, y = z[:, 0], np.asarray(split.labels, np.float64)
-        mean, std = scale
-        return {**regression_metrics(y * std + mean, pred * std + mean),
-                "loss": float(np.mean((pred - y) ** 2))}
-    y = np.asarray(split.labels)
-    return {**classification_metrics(y, z.argmax(-1)), "loss": _cross_entropy(z, y)}
-
-
-def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
-    z = logits.astype(np.float64) - logits.max(-1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
-    return float(-logp[np.arange(len(labels)), labels].mean())
-
-
 # ------------------------------------------------------------------------------- finetune
 def _device_settings(config: TFFinetuneConfig) -> tuple[str, bool]:
     """Keras dtype policy and XLA flag for this machine and config."""
@@ -263,7 +180,9 @@ def _device_settings(config: TFFinetuneConfig) -> tuple[str, bool]:
     precision = config.precision
     if not gpus:
         if precision in ("bf16", "fp16"):
-            warnings.warn(f"precision={precision!r} ignored on CPU; training in fp32", stacklevel=3)
+            warnings.warn(
+                f"precision={precision!r} ignored on CPU; training in fp32", stacklevel=3
+            )
         return "float32", config.jit_compile is True
     if precision == "auto":
         cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
@@ -307,16 +226,14 @@ def finetune(
     output_dir : path
         Written atomically; must not exist or be empty unless `overwrite`.
     """
-    from protein_lm.tf_esm import _keras
-
-    keras = _keras()
+    keras = keras_tf()
     import tensorflow as tf
 
     task = config.task
-    train_s, id2label = _prepare(train, task, None, "train", config)
+    train_s, id2label = prepare_split(train, task, None, "train", config)
     label2id = None if id2label is None else {v: k for k, v in id2label.items()}
-    val_s = _prepare(validation, task, label2id, "validation", config)[0]
-    test_s = None if test is None else _prepare(test, task, label2id, "test", config)[0]
+    val_s = prepare_split(validation, task, label2id, "validation", config)[0]
+    test_s = None if test is None else prepare_split(test, task, label2id, "test", config)[0]
     scale = (0.0, 1.0)
     if task == "regression":  # standardised targets, as torch_training (scale saved in config)
         y = np.asarray(train_s.labels, np.float64)
@@ -329,7 +246,9 @@ def finetune(
 
     policy, jit = _device_settings(config)
     multiple = 64 if jit else 1
-    lengths = [_round_len(min(len(s) + 2, config.max_length), multiple) - 2 for s in train_s.sequences]
+    lengths = [
+        round_len(min(len(s) + 2, config.max_length), multiple) - 2 for s in train_s.sequences
+    ]
     n_batches = len(token_budget_batches(lengths, config.batch_tokens))
     total = config.max_steps or max(1, int(np.ceil((config.epochs or 3.0) * n_batches)))
     eval_steps = min(config.eval_steps or max(1, total // 10), total)
@@ -338,18 +257,34 @@ def finetune(
     lr = config.learning_rate or (1e-3 if config.model == "tiny" else 5e-5)
 
     with atomic_output_dir(output_dir, overwrite=overwrite) as tmp:
-        model = load_tf_model(config.model, task, id2label=id2label, dtype=policy, seed=config.seed,
-                              config_overrides=dict(config.model_overrides) or None)
+        model = load_tf_model(
+            config.model,
+            task,
+            id2label=id2label,
+            dtype=policy,
+            seed=config.seed,
+            config_overrides=dict(config.model_overrides) or None,
+        )
         optimizer = keras.optimizers.AdamW(
             learning_rate=_schedule(keras, lr, total, int(config.warmup_fraction * total)),
-            weight_decay=config.weight_decay, global_clipnorm=1.0)
+            weight_decay=config.weight_decay,
+            global_clipnorm=1.0,
+        )
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])  # as HF Trainer
-        loss = (keras.losses.MeanSquaredError() if task == "regression" else
-                keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE_INDEX))
+        loss = (
+            keras.losses.MeanSquaredError()
+            if task == "regression"
+            else keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True, ignore_class=IGNORE_INDEX
+            )
+        )
         model.compile(optimizer=optimizer, loss=loss, jit_compile=jit)
         spec = tf.TensorSpec((None, None), tf.int32)
-        forward = tf.function(lambda x: model(x, training=False), jit_compile=jit,
-                              input_signature=[{"input_ids": spec, "attention_mask": spec}])
+        forward = tf.function(
+            lambda x: model(x, training=False),
+            jit_compile=jit,
+            input_signature=[{"input_ids": spec, "attention_mask": spec}],
+        )
         entries: list[LogEntry] = []
         best: dict[str, Any] = {"score": -np.inf, "step": None, "weights": None, "metrics": {}}
         key = SELECTION_METRIC[task]
@@ -365,34 +300,66 @@ def finetune(
                 step = int(optimizer.iterations.numpy())
                 ep = step / max(n_batches, 1)
                 entries.append(LogEntry(step, ep, "train", "loss", float((logs or {})["loss"])))
-                entries.append(LogEntry(step, ep, "train", "learning_rate",
-                                        float(optimizer.learning_rate.numpy())))
-                m = _evaluate(forward, val_s, task, eval_tokens, config.max_length, scale)
+                entries.append(
+                    LogEntry(
+                        step, ep, "train", "learning_rate", float(optimizer.learning_rate.numpy())
+                    )
+                )
+                m = evaluate_split(forward, val_s, task, eval_tokens, config.max_length, scale)
                 entries.extend(LogEntry(step, ep, "validation", k, v) for k, v in m.items())
                 if m[key] > best["score"]:  # keep the best weights in memory, as load_best_model
-                    best.update(score=m[key], step=step, metrics=m,
-                                weights=[w.numpy() for w in self.model.weights])
+                    best.update(
+                        score=m[key],
+                        step=step,
+                        metrics=m,
+                        weights=[w.numpy() for w in self.model.weights],
+                    )
 
-        model.fit(_train_dataset(train_s, task, config, multiple), epochs=rounds,
-                  steps_per_epoch=eval_steps, callbacks=[Evaluate()], shuffle=False,
-                  verbose=1 if config.progress else 0)
+        model.fit(
+            train_dataset(train_s, task, config, multiple),
+            epochs=rounds,
+            steps_per_epoch=eval_steps,
+            callbacks=[Evaluate()],
+            shuffle=False,
+            verbose=1 if config.progress else 0,
+        )
         train_seconds = time.monotonic() - start
         steps = int(optimizer.iterations.numpy())
         if best["weights"] is not None:
             model.set_weights(best["weights"])
-        test_m = None if test_s is None else _evaluate(forward, test_s, task, eval_tokens,
-                                                        config.max_length, scale)
+        test_m = (
+            None
+            if test_s is None
+            else evaluate_split(forward, test_s, task, eval_tokens, config.max_length, scale)
+        )
         model.hf_config.protein_lm_task = task
         if task == "regression":
             model.hf_config.protein_lm_label_scale = list(scale)
         model.hf_config.dtype = "float32"
         save_tf_model(model, tmp)
         write_training_log(entries, tmp / TRAINING_LOG)
-        write_metrics(tmp / METRICS_FILE, best["metrics"], test_m, best_step=best["step"],
-                      steps=steps, train_seconds=round(train_seconds, 2), task=task,
-                      model=config.model, framework="tf")
+        write_metrics(
+            tmp / METRICS_FILE,
+            best["metrics"],
+            test_m,
+            best_step=best["step"],
+            steps=steps,
+            train_seconds=round(train_seconds, 2),
+            task=task,
+            model=config.model,
+            framework="tf",
+        )
         plot_training_curves(entries, tmp / CURVES_FILE, title=f"{task} ({config.model}, Keras)")
         (tmp / "finetune_config.json").write_text(
-            json.dumps({**config.to_dict(), "framework": "tf"}, indent=2) + "\n")
-    return TFFinetuneResult(Path(output_dir), best["metrics"], test_m, best["step"], steps,
-                            train_seconds, id2label, tuple(entries))
+            json.dumps({**config.to_dict(), "framework": "tf"}, indent=2) + "\n"
+        )
+    return TFFinetuneResult(
+        Path(output_dir),
+        best["metrics"],
+        test_m,
+        best["step"],
+        steps,
+        train_seconds,
+        id2label,
+        tuple(entries),
+    )

@@ -170,3 +170,18 @@ def test_cli_embed(tmp_path: Path) -> None:
     assert emb.layers == (0, 4) and emb.mean[4].shape == (4, 128)
     fasta.write_text(">a\nMKT\n>a\nMKV\n")
     assert main(["embed", "--model", "tiny", str(fasta), "-o", str(tmp_path / "d.npz")]) == 2
+
+
+def test_plot_contact_map(model) -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from protein_lm.viz import plot_contact_map
+
+    cm = embed(model, {"p": SEQS["p1"]}, contacts=True, progress=False).contacts[0]
+    ax = plot_contact_map(cm, title="p1")
+    image = ax.images[0].get_array()
+    assert image.shape == cm.shape and np.ma.is_masked(image[5, 2])  # |i-j| < 6 below diagonal
+    with pytest.raises(ValueError, match="square"):
+        plot_contact_map(np.zeros((3, 4)))

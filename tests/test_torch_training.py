@@ -341,3 +341,31 @@ def test_tiny_from_scratch_learns_secondary_structure(shared_data, tmp_path):
     assert res.train_seconds < 300
     assert res.test["q3"] >= 0.58
     assert np.mean(hits) >= 0.58
+
+
+def test_saved_model_is_the_best_checkpoint_not_the_last(ss, tmp_path):
+    """Regression: transformers 5.24's best-model reload skipped ESM LayerNorm weights (saved as
+    gamma/beta), so the 'best' model kept the last step's LayerNorms. With a learning rate high
+    enough to make later steps worse, the saved model must reproduce the best step's validation
+    loss (recomputed here with the Trainer's batching: mean of batch losses weighted by size).
+    """
+    import torch
+    import transformers
+
+    from protein_lm.batching import TokenBudgetBatchSampler
+    from protein_lm.torch_trainer import make_collator, prepare_split
+
+    cfg = _config("token-classification", max_steps=6, eval_steps=2, learning_rate=0.05)
+    res = finetune(ss["train"], ss["validation"], config=cfg, output_dir=tmp_path / "best")
+    assert res.best_step < res.steps  # precondition: the best checkpoint is not the last step
+    label2id = {v: k for k, v in res.id2label.items()}
+    val, _ = prepare_split(ss["validation"], "token-classification", label2id, "validation",
+                           max_length=1024, length_policy="error")
+    model = transformers.AutoModelForTokenClassification.from_pretrained(tmp_path / "best").eval()
+    collate = make_collator("token-classification", 1024)
+    total = count = 0.0
+    with torch.no_grad():
+        for batch in TokenBudgetBatchSampler(val.lengths, 2 * cfg.batch_tokens, shuffle=False):
+            loss = model(**collate([val[i] for i in batch])).loss
+            total, count = total + float(loss) * len(batch), count + len(batch)
+    assert total / count == pytest.approx(res.validation["loss"], rel=1e-4)
