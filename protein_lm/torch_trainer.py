@@ -104,7 +104,15 @@ def prepare_split(data: Any, task: str, label2id: dict[str, int] | None, source:
         if task == "token-classification" and len(labels[i]) != len(seq):
             raise InvalidInputError(f"{source}, row {i + 1} (id {ids[i]!r}), field 'label': "
                                     f"{len(labels[i])} labels for {len(seq)} residues")
-    encoded, id2label = encode_labels(ds, task, label2id, source=source)  # type: ignore[arg-type]
+    import datasets
+
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a "Map" bar per split is noise in logs; restored below
+    try:
+        encoded, id2label = encode_labels(ds, task, label2id, source=source)
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
     too_long = [i for i, s in enumerate(seqs) if len(s) > max_length - 2]
     if too_long:
         first = too_long[0]

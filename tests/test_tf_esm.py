@@ -130,7 +130,7 @@ def test_pytorch_path_works_without_tensorflow() -> None:
         "b = {k: torch.from_numpy(v) for k, v in encode(['MKT']).items()}\n"
         "print(tuple(m(**b).logits.shape))\n"
         "from protein_lm.errors import MissingExtraError\n"
-        "try:\n    protein_lm.tf_esm.load_tf_model('tiny', 'regression')\n"
+        "try:\n    protein_lm.tf_training.load_tf_model('tiny', 'regression')\n"
         "except MissingExtraError as e:\n    print('MISSING', e)\n"
     )
     res = _run(code)

@@ -273,6 +273,24 @@ def test_a_pytorch_model_continues_training_in_tf(tables: dict, tmp_path: Path) 
     assert "q3" in result.validation
 
 
+@pytest.mark.slow
+def test_time_budget_stops_training_and_still_evaluates(tables: dict, tmp_path: Path) -> None:
+    from protein_lm.data import read_table
+
+    train, val = (read_table(p, "regression") for p in tables["regression"])
+    config = TFFinetuneConfig(
+        task="regression",
+        max_steps=500,
+        eval_steps=500,
+        max_time_s=0.01,
+        batch_tokens=1000,
+        progress=False,
+    )
+    result = finetune(train, val, config=config, output_dir=tmp_path / "run")
+    assert 1 <= result.steps < 500 and result.best_step == result.steps
+    assert "spearman" in result.validation
+
+
 # ------------------------------------------------------------------------------ bad input
 def test_invalid_residue_stops_before_training_and_writes_nothing(
     tables: dict, tmp_path: Path, capsys: pytest.CaptureFixture

@@ -369,3 +369,14 @@ def test_saved_model_is_the_best_checkpoint_not_the_last(ss, tmp_path):
             loss = model(**collate([val[i] for i in batch])).loss
             total, count = total + float(loss) * len(batch), count + len(batch)
     assert total / count == pytest.approx(res.validation["loss"], rel=1e-4)
+
+
+def test_gradient_checkpointing_and_eager_attention_run(ss, tmp_path):
+    import transformers
+
+    cfg = _config("token-classification", max_steps=2, eval_steps=2, gradient_checkpointing=True,
+                  attn_implementation="eager", class_weights=(1.0, 2.0, 1.0))
+    res = finetune(ss["train"], ss["validation"], config=cfg, output_dir=tmp_path / "gc")
+    assert res.steps == 2 and 0 <= res.validation["q3"] <= 1
+    saved = transformers.AutoConfig.from_pretrained(tmp_path / "gc")
+    assert saved.protein_lm_task == "token-classification"
