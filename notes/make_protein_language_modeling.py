@@ -49,9 +49,9 @@ from protein_lm import data
 membrane = data.load_deeploc("membrane")
 if SMOKE:  # a small subset of short proteins keeps CI fast
     def subset(ds, n):
-        return ds.select([i for i, s in enumerate(ds["sequence"]) if len(s) <= 300][:n])
-    membrane = {"train": subset(membrane["train"], 96), "validation": subset(membrane["validation"], 24),
-                "test": subset(membrane["test"], 48)}
+        return ds.select([i for i, s in enumerate(ds["sequence"]) if len(s) <= 200][:n])
+    membrane = {"train": subset(membrane["train"], 64), "validation": subset(membrane["validation"], 16),
+                "test": subset(membrane["test"], 32)}
 for split, ds in membrane.items():
     print(f"{split:10s} {len(ds):5d} proteins", dict(Counter(ds["label"])))"""),
     md("""### Batching by tokens, not by sequences
@@ -85,10 +85,10 @@ scores the test split once with it, and writes a standard transformers model dir
 seq_config = FinetuneConfig(
     task="sequence-classification",
     model=MODEL,
-    max_steps=12 if SMOKE else None,
+    max_steps=8 if SMOKE else None,
     epochs=None if SMOKE else 3,
     eval_steps=4 if SMOKE else None,       # None: evaluate about 10 times per run
-    batch_tokens=4000 if SMOKE else 8000,
+    batch_tokens=2000 if SMOKE else 8000,
     learning_rate=None,                    # None: 1e-3 for `tiny` from scratch, 5e-5 for pretrained
     class_weights="balanced",              # membrane proteins are the minority class
     progress=not SMOKE,
@@ -131,8 +131,8 @@ from protein_lm.sequences import ESM2_TOKENS
 
 ss = data.load_secondary_structure()
 if SMOKE:
-    ss = {"train": subset(ss["train"], 96), "validation": subset(ss["validation"], 24),
-          "test": subset(ss["test"], 48)}
+    ss = {"train": subset(ss["train"], 64), "validation": subset(ss["validation"], 16),
+          "test": subset(ss["test"], 32)}
 print({split: len(ds) for split, ds in ss.items()})
 
 example, id2label = encode_labels(ss["train"].select([0]), "token-classification")
@@ -148,10 +148,10 @@ metric for this task is Q3, the accuracy over labelled residues."""),
     code("""ss_config = FinetuneConfig(
     task="token-classification",
     model=MODEL,
-    max_steps=12 if SMOKE else None,
+    max_steps=8 if SMOKE else None,
     epochs=None if SMOKE else 2,
     eval_steps=4 if SMOKE else None,
-    batch_tokens=4000 if SMOKE else 8000,
+    batch_tokens=2000 if SMOKE else 8000,
     learning_rate=None if SMOKE else 1e-4,
     progress=not SMOKE,
 )
