@@ -23,8 +23,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ import numpy as np
 
 from protein_lm.batching import IGNORE_INDEX, token_budget_batches
 from protein_lm.errors import InvalidInputError
+from protein_lm.finetune_config import SELECTION_METRIC, FinetuneOptions
 from protein_lm.reporting import (
     CURVES_FILE,
     METRICS_FILE,
@@ -44,9 +44,8 @@ from protein_lm.reporting import (
 )  # fmt: skip
 from protein_lm.tf_checkpoint import load_tf_model, save_tf_model
 from protein_lm.tf_data import evaluate_split, prepare_split, round_len, train_dataset
-from protein_lm.tf_esm import TF_TASKS, keras_tf
+from protein_lm.tf_esm import keras_tf
 from protein_lm.tf_predict import finetune_cli, predict, predict_cli
-from protein_lm.tokenization import MAX_TOKENS
 
 __all__ = [
     "TFFinetuneConfig",
@@ -62,98 +61,23 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SELECTION_METRIC = {
-    "sequence-classification": "mcc",
-    "token-classification": "q3",
-    "regression": "spearman",
-}
-
 
 @dataclass(frozen=True)
-class TFFinetuneConfig:
-    """Options of one Keras fine-tuning run; field names and defaults as `torch_training`.
+class TFFinetuneConfig(FinetuneOptions):
+    """Options of one Keras fine-tuning run: `FinetuneOptions` (same names and defaults as the
+    PyTorch path) plus `jit_compile`: "auto" (XLA on GPU only), True or False.
 
-    `epochs` and `max_steps` are exclusive (default 3 epochs); `max_time_s` also stops training
-    after that many seconds. `learning_rate=None`: 1e-3 for `tiny` (from scratch), else 5e-5.
-    `batch_tokens` is the token budget of a batch, padding included. `precision`: "auto" (mixed
-    bf16/fp16 on GPU, fp32 on CPU), "fp32", "bf16", "fp16". `jit_compile`: "auto" (XLA on GPU
-    only), True or False. `model_overrides` change the config of `model="tiny"`.
+    `learning_rate=None`: 1e-3 for `tiny` (from scratch), else 5e-5. `precision="auto"`: mixed
+    bf16/fp16 on GPU, fp32 on CPU.
     """
 
-    task: str
-    model: str = "tiny"
-    epochs: float | None = None
-    max_steps: int | None = None
-    max_time_s: float | None = None
-    learning_rate: float | None = None
-    batch_tokens: int = 8000
-    eval_batch_tokens: int | None = None
-    eval_steps: int | None = None
-    seed: int = 0
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.05
-    precision: str = "auto"
     jit_compile: bool | str = "auto"
-    length_policy: str = "truncate"
-    max_length: int = MAX_TOKENS
-    progress: bool = True
-    model_overrides: Mapping[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        checks = [
-            (self.task in TF_TASKS, f"`task` must be one of {TF_TASKS}, got {self.task!r}"),
-            (not (self.epochs and self.max_steps), "give `epochs` or `max_steps`, not both"),
-            (self.epochs is None or self.epochs > 0, f"`epochs` must be > 0, got {self.epochs}"),
-            (
-                self.max_steps is None or self.max_steps > 0,
-                f"`max_steps` must be > 0, got {self.max_steps}",
-            ),
-            (
-                self.max_time_s is None or self.max_time_s > 0,
-                f"`max_time_s` must be > 0, got {self.max_time_s}",
-            ),
-            (
-                self.learning_rate is None or self.learning_rate > 0,
-                f"`learning_rate` must be > 0, got {self.learning_rate}",
-            ),
-            (self.batch_tokens > 0, f"`batch_tokens` must be > 0, got {self.batch_tokens}"),
-            (
-                self.eval_steps is None or self.eval_steps > 0,
-                f"`eval_steps` must be > 0, got {self.eval_steps}",
-            ),
-            (
-                0 <= self.warmup_fraction < 1,
-                f"`warmup_fraction` must be in [0, 1), got {self.warmup_fraction}",
-            ),
-            (
-                self.precision in ("auto", "fp32", "bf16", "fp16"),
-                f"`precision` must be 'auto', 'fp32', 'bf16' or 'fp16', got {self.precision!r}",
-            ),
-            (
-                self.jit_compile in ("auto", True, False),
-                f"`jit_compile` must be 'auto', True or False, got {self.jit_compile!r}",
-            ),
-            (
-                self.length_policy in ("truncate", "error"),
-                f"`length_policy` must be 'truncate' or 'error', got {self.length_policy!r}",
-            ),
-            (
-                3 <= self.max_length <= MAX_TOKENS,
-                f"`max_length` must be in [3, {MAX_TOKENS}] tokens, got {self.max_length}",
-            ),
+    def _checks(self) -> list[tuple[bool, str]]:
+        return super()._checks() + [
+            (self.jit_compile in ("auto", True, False),
+             f"`jit_compile` must be 'auto', True or False, got {self.jit_compile!r}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (round-trips through `from_dict`)."""
-        return {**asdict(self), "model_overrides": dict(self.model_overrides)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TFFinetuneConfig:
-        """Inverse of `to_dict`."""
-        return cls(**dict(d))
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from protein_lm.errors import InvalidSequenceError, require
-from protein_lm.sequences import CLS_ID, EOS_ID, ESM2_TOKENS, MASK_ID, PAD_ID, UNK_ID
+from protein_lm.sequences import CLS_ID, EOS_ID, ESM2_TOKENS, PAD_ID, UNK_ID
 
 __all__ = ["encode", "decode", "hf_tokenizer", "write_vocab", "MAX_TOKENS"]
 

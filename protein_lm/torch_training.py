@@ -25,7 +25,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,11 @@ import numpy as np
 
 from protein_lm.batching import TokenBudgetBatchSampler
 from protein_lm.errors import InvalidInputError, require
+from protein_lm.finetune_config import SELECTION_METRIC, FinetuneOptions
 from protein_lm.reporting import (
     CURVES_FILE, METRICS_FILE, TRAINING_LOG, LogEntry, atomic_output_dir, plot_training_curves,
     write_metrics, write_training_log,
 )  # fmt: skip
-from protein_lm.tokenization import MAX_TOKENS
 
 __all__ = [
     "FinetuneConfig",
@@ -51,98 +51,43 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TASKS = ("sequence-classification", "token-classification", "regression")
-SELECTION_METRIC = {"sequence-classification": "mcc", "token-classification": "q3",
-                    "regression": "spearman"}
-# ESM-2 was trained on crops of 1,024 tokens (1,022 residues + <cls>/<eos>); rotary positions
-# allow more, but quality past the training crop is untested, so that is the default limit.
-DEFAULT_MAX_LENGTH = 1024
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
-    """Options of one fine-tuning run (all validated in `__post_init__`).
+class FinetuneConfig(FinetuneOptions):
+    """Options of one PyTorch fine-tuning run: `FinetuneOptions` plus the PyTorch-only ones.
 
-    `epochs` and `max_steps` are exclusive (default: 3 epochs); `max_time_s` additionally stops
-    after that many seconds of training. `learning_rate=None` picks `default_learning_rate`.
-    `batch_tokens` is the per-process token budget of a batch, padding and special tokens counted.
+    `learning_rate=None` picks `default_learning_rate`. `batch_tokens` is per process.
     `class_weights`: None, "balanced" (inverse training frequency) or one weight per class.
-    `precision`: "auto" = bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU.
-    `model_overrides` change the config of `model="tiny"` (e.g. `{"num_hidden_layers": 2}`).
+    `precision="auto"` = bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU.
     `device`: "cpu" forces CPU; None/"cuda" use the GPU when there is one (one per process under
     torchrun).
     """
 
-    task: str
-    model: str = "tiny"
-    epochs: float | None = None
-    max_steps: int | None = None
-    max_time_s: float | None = None
-    learning_rate: float | None = None
-    batch_tokens: int = 8000
-    eval_batch_tokens: int | None = None
-    eval_steps: int | None = None
-    seed: int = 0
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.05
     class_weights: str | tuple[float, ...] | None = None
     lora: bool = False
     lora_rank: int = 8
     gradient_checkpointing: bool = False
-    precision: str = "auto"
     attn_implementation: str = "sdpa"
-    length_policy: str = "truncate"
-    max_length: int = DEFAULT_MAX_LENGTH
     device: str | None = None
-    progress: bool = True
-    model_overrides: Mapping[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        checks = [
-            (self.task in TASKS, f"`task` must be one of {TASKS}, got {self.task!r}"),
-            (not (self.epochs and self.max_steps), "give `epochs` or `max_steps`, not both"),
-            (self.epochs is None or self.epochs > 0, f"`epochs` must be > 0, got {self.epochs}"),
-            (self.max_steps is None or self.max_steps > 0,
-             f"`max_steps` must be > 0, got {self.max_steps}"),
-            (self.max_time_s is None or self.max_time_s > 0,
-             f"`max_time_s` must be > 0, got {self.max_time_s}"),
-            (self.learning_rate is None or self.learning_rate > 0,
-             f"`learning_rate` must be > 0, got {self.learning_rate}"),
-            (self.batch_tokens > 0, f"`batch_tokens` must be > 0, got {self.batch_tokens}"),
-            (self.eval_steps is None or self.eval_steps > 0,
-             f"`eval_steps` must be > 0, got {self.eval_steps}"),
-            (0 <= self.warmup_fraction < 1,
-             f"`warmup_fraction` must be in [0, 1), got {self.warmup_fraction}"),
+    def _checks(self) -> list[tuple[bool, str]]:
+        return super()._checks() + [
             (self.class_weights in (None, "balanced") or isinstance(self.class_weights, tuple),
              "`class_weights` must be None, 'balanced' or a tuple of floats, got "
              f"{self.class_weights!r}"),
             (self.class_weights is None or self.task != "regression",
              "`class_weights` needs a classification task, not regression"),
             (self.lora_rank > 0, f"`lora_rank` must be > 0, got {self.lora_rank}"),
-            (self.precision in ("auto", "fp32", "bf16", "fp16"),
-             f"`precision` must be 'auto', 'fp32', 'bf16' or 'fp16', got {self.precision!r}"),
             (self.attn_implementation in ("eager", "sdpa"),
              f"`attn_implementation` must be 'eager' or 'sdpa', got {self.attn_implementation!r}"),
             (self.device in (None, "cpu", "cuda"),
              f"`device` must be None (GPU if available), 'cpu' or 'cuda', got {self.device!r}"),
-            (self.length_policy in ("truncate", "error"),
-             f"`length_policy` must be 'truncate' or 'error', got {self.length_policy!r}"),
-            (3 <= self.max_length <= MAX_TOKENS,
-             f"`max_length` must be in [3, {MAX_TOKENS}] tokens, got {self.max_length}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (round-trips through `from_dict`)."""
-        d = asdict(self)
-        d["model_overrides"] = dict(self.model_overrides)
-        return d
+        ]  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FinetuneConfig:
-        """Inverse of `to_dict`."""
+        """Inverse of `to_dict` (JSON turns the class-weight tuple into a list)."""
         d = dict(d)
         if isinstance(d.get("class_weights"), list):
             d["class_weights"] = tuple(d["class_weights"])
