@@ -18,44 +18,13 @@ from protein_lm.errors import InvalidInputError, ModelNotFoundError  # noqa: E40
 from protein_lm.models import load_model  # noqa: E402
 from protein_lm.tf_checkpoint import load_tf_model, save_tf_model, tf_state_dict  # noqa: E402
 from protein_lm.tokenization import encode  # noqa: E402
-
-TASKS = ["sequence-classification", "token-classification", "regression"]
-# Mixed lengths (padding up to 69 tokens), a <mask> token (token-dropout rescaling) and a
-# one-residue sequence.
-SEQS = ["MKTAYIAKQRQISFVKSHFSRQ", "MA<mask>LLGKV", "GSHMKVLAAGIVGLLLAAQPAMA" * 3, "W"]
-
-
-def _pt_model(task: str, size: dict, seed: int = 0) -> object:
-    labels = None if task == "regression" else {0: "H", 1: "E", 2: "C"}
-    overrides = (
-        {
-            "num_hidden_layers": size["num_layers"],
-            "hidden_size": size["hidden_size"],
-            "num_attention_heads": size["num_heads"],
-            "intermediate_size": 4 * size["hidden_size"],
-        }
-        if size
-        else None
-    )
-    model = load_model("tiny", task, id2label=labels, seed=seed, config_overrides=overrides).eval()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # non-trivial norms and biases, so a mis-mapped one shows
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name:
-                p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    return model
-
-
-def _pt_logits(model: object, batch: dict) -> np.ndarray:
-    with torch.no_grad():
-        return model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
-
+from pt_reference import SEQS, TASKS, pt_logits, pt_model  # noqa: E402
 
 @pytest.mark.parametrize("task", TASKS)
 def test_pt_tf_pt_round_trip_gives_same_logits(task: str, tmp_path: Path) -> None:
     import transformers
 
-    pt = _pt_model(task, {}, seed=1)
+    pt = pt_model(task, {}, seed=1)
     pt.save_pretrained(tmp_path / "pt")
     save_tf_model(load_tf_model(str(tmp_path / "pt"), task), tmp_path / "tf")
     cls = (
@@ -66,7 +35,7 @@ def test_pt_tf_pt_round_trip_gives_same_logits(task: str, tmp_path: Path) -> Non
     back, info = cls.from_pretrained(tmp_path / "tf", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     batch = encode(SEQS)
-    assert np.abs(_pt_logits(back.eval(), batch) - _pt_logits(pt, batch)).max() <= 1e-6
+    assert np.abs(pt_logits(back.eval(), batch) - pt_logits(pt, batch)).max() <= 1e-6
     assert back.config.id2label == pt.config.id2label
     assert back.config.problem_type == pt.config.problem_type
 
@@ -87,7 +56,7 @@ def test_tf_tiny_saved_loads_completely_in_pytorch(tmp_path: Path) -> None:
     )
     assert not info["missing_keys"] and not info["unexpected_keys"]
     batch = encode(SEQS)
-    assert np.abs(_pt_logits(pt.eval(), batch) - np.asarray(model(batch))).max() <= 1e-4
+    assert np.abs(pt_logits(pt.eval(), batch) - np.asarray(model(batch))).max() <= 1e-4
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
     assert tok("MKT")["input_ids"] == [0, 20, 15, 11, 2]
 

@@ -19,50 +19,21 @@ from protein_lm.errors import InvalidInputError  # noqa: E402
 from protein_lm.models import load_model  # noqa: E402
 from protein_lm.tf_checkpoint import load_tf_model  # noqa: E402
 from protein_lm.tokenization import encode  # noqa: E402
+from pt_reference import SEQS, TASKS, pt_logits, pt_model  # noqa: E402
 
-TASKS = ["sequence-classification", "token-classification", "regression"]
-# Mixed lengths (padding up to 69 tokens), a <mask> token (token-dropout rescaling) and a
-# one-residue sequence.
-SEQS = ["MKTAYIAKQRQISFVKSHFSRQ", "MA<mask>LLGKV", "GSHMKVLAAGIVGLLLAAQPAMA" * 3, "W"]
 ESM2_8M = {"num_layers": 6, "hidden_size": 320, "num_heads": 20}  # esm2_t6_8M_UR50D shape
-
-
-def _pt_model(task: str, size: dict, seed: int = 0) -> object:
-    labels = None if task == "regression" else {0: "H", 1: "E", 2: "C"}
-    overrides = (
-        {
-            "num_hidden_layers": size["num_layers"],
-            "hidden_size": size["hidden_size"],
-            "num_attention_heads": size["num_heads"],
-            "intermediate_size": 4 * size["hidden_size"],
-        }
-        if size
-        else None
-    )
-    model = load_model("tiny", task, id2label=labels, seed=seed, config_overrides=overrides).eval()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # non-trivial norms and biases, so a mis-mapped one shows
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name:
-                p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    return model
-
-
-def _pt_logits(model: object, batch: dict) -> np.ndarray:
-    with torch.no_grad():
-        return model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
 
 
 @pytest.mark.parametrize("size", [{}, ESM2_8M], ids=["tiny", "esm2_t6_8M-shape"])
 @pytest.mark.parametrize("task", TASKS)
 def test_logits_match_transformers_on_padded_batch(task: str, size: dict, tmp_path: Path) -> None:
-    pt = _pt_model(task, size)
+    pt = pt_model(task, size)
     pt.save_pretrained(tmp_path)
     batch = encode(SEQS)
     assert batch["attention_mask"].min() == 0  # the batch really is padded
     tf_model = load_tf_model(str(tmp_path), task)
     assert tf_model.new_head == []  # the fine-tuned head was read, not re-initialised
-    ref, out = _pt_logits(pt, batch), np.asarray(tf_model(batch))
+    ref, out = pt_logits(pt, batch), np.asarray(tf_model(batch))
     assert out.shape == ref.shape
     assert np.abs(out - ref).max() <= 1e-4  # all positions, padded ones included
 
