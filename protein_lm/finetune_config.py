@@ -1,18 +1,27 @@
 """Fine-tuning options shared by the PyTorch and Keras paths (one set of names, defaults, checks).
 
 `torch_training.FinetuneConfig` and `tf_training.TFFinetuneConfig` extend `FinetuneOptions` with
-the options only their framework has, so both validate the common options identically.
+the options only their framework has, so both validate the common options identically; their
+results extend `FinetuneOutcome`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from protein_lm.reporting import LogEntry
 from protein_lm.tokenization import MAX_TOKENS
 
-__all__ = ["FINETUNE_TASKS", "SELECTION_METRIC", "DEFAULT_MAX_LENGTH", "FinetuneOptions"]
+__all__ = [
+    "FINETUNE_TASKS",
+    "SELECTION_METRIC",
+    "DEFAULT_MAX_LENGTH",
+    "FinetuneOptions",
+    "FinetuneOutcome",
+]
 
 FINETUNE_TASKS = ("sequence-classification", "token-classification", "regression")
 # The validation metric that picks the best checkpoint, per task.
@@ -90,3 +99,18 @@ class FinetuneOptions:
     def from_dict(cls, d: Mapping[str, Any]) -> Any:
         """Inverse of `to_dict`."""
         return cls(**dict(d))
+
+
+@dataclass(frozen=True)
+class FinetuneOutcome:
+    """Outcome of a fine-tuning run. Metrics are fractions (accuracy, q3, macro_f1), correlations
+    (mcc, spearman, pearson) or the squared label unit (mse); `train_seconds` is wall time."""
+
+    output_dir: Path
+    validation: dict[str, float]
+    test: dict[str, float] | None
+    best_step: int | None
+    steps: int
+    train_seconds: float
+    id2label: dict[int, str] | None
+    log: tuple[LogEntry, ...]

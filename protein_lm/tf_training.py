@@ -31,7 +31,7 @@ import numpy as np
 
 from protein_lm.batching import IGNORE_INDEX, token_budget_batches
 from protein_lm.errors import InvalidInputError
-from protein_lm.finetune_config import SELECTION_METRIC, FinetuneOptions
+from protein_lm.finetune_config import SELECTION_METRIC, FinetuneOptions, FinetuneOutcome
 from protein_lm.reporting import (
     CURVES_FILE,
     METRICS_FILE,
@@ -81,18 +81,8 @@ class TFFinetuneConfig(FinetuneOptions):
 
 
 @dataclass(frozen=True)
-class TFFinetuneResult:
-    """Outcome of `finetune`. Metrics are fractions (accuracy, q3, macro_f1), correlations
-    (mcc, spearman, pearson) or the squared label unit (mse); `train_seconds` is wall time."""
-
-    output_dir: Path
-    validation: dict[str, float]
-    test: dict[str, float] | None
-    best_step: int | None
-    steps: int
-    train_seconds: float
-    id2label: dict[int, str] | None
-    log: tuple[LogEntry, ...]
+class TFFinetuneResult(FinetuneOutcome):
+    """Outcome of the Keras `finetune` (fields: see `FinetuneOutcome`)."""
 
 
 # ------------------------------------------------------------------------------- finetune

@@ -33,9 +33,9 @@ import numpy as np
 
 from protein_lm.batching import TokenBudgetBatchSampler
 from protein_lm.errors import InvalidInputError, require
-from protein_lm.finetune_config import SELECTION_METRIC, FinetuneOptions
+from protein_lm.finetune_config import SELECTION_METRIC, FinetuneOptions, FinetuneOutcome
 from protein_lm.reporting import (
-    CURVES_FILE, METRICS_FILE, TRAINING_LOG, LogEntry, atomic_output_dir, plot_training_curves,
+    CURVES_FILE, METRICS_FILE, TRAINING_LOG, atomic_output_dir, plot_training_curves,
     write_metrics, write_training_log,
 )  # fmt: skip
 
@@ -95,20 +95,12 @@ class FinetuneConfig(FinetuneOptions):
 
 
 @dataclass(frozen=True)
-class FinetuneResult:
-    """Outcome of `finetune`. Metrics are fractions (accuracy, q3, macro_f1), correlations
-    (mcc, spearman, pearson) or the squared label unit (mse); `train_seconds` is wall time."""
+class FinetuneResult(FinetuneOutcome):
+    """Outcome of the PyTorch `finetune` (see `FinetuneOutcome`), plus the number of processes
+    and the SHA-256 of the final weights (equal on every DDP rank)."""
 
-    output_dir: Path
-    validation: dict[str, float]
-    test: dict[str, float] | None
-    best_step: int | None
-    steps: int
-    train_seconds: float
     world_size: int
     weights_sha256: str
-    id2label: dict[int, str] | None
-    log: tuple[LogEntry, ...]
 
 
 def default_learning_rate(model: str, lora: bool = False) -> float:
