@@ -93,7 +93,7 @@ def plot_plddt(result: Any, ax: Any = None, *, title: str | None = None) -> Any:
     plt = require("matplotlib.pyplot", "notebooks")
     plddt = np.asarray(getattr(result, "plddt", result), dtype=float)
     if ax is None:
-        _, ax = plt.subplots(figsize=(8, 3))
+        _, ax = plt.subplots(figsize=(8, 3), layout="constrained")
     uppers = (100.0, *(band[0] for band in PLDDT_BANDS[:-1]))
     for (lo, hex_color, _), hi in zip(PLDDT_BANDS, uppers, strict=True):
         ax.axhspan(max(lo, 0.0), hi, color=hex_color, alpha=0.15, lw=0)
@@ -120,7 +120,7 @@ def plot_pae(result: Any, ax: Any = None, *, vmax: float = 31.75, title: str | N
     if pae.ndim != 2 or pae.shape[0] != pae.shape[1]:
         raise ValueError(f"PAE must be a square matrix, got shape {pae.shape}")
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, 4))
+        _, ax = plt.subplots(figsize=(5, 4), layout="constrained")
     n = len(pae)
     image = ax.imshow(pae, cmap="Greens_r", vmin=0, vmax=vmax, extent=(0.5, n + 0.5, n + 0.5, 0.5))
     ax.figure.colorbar(image, ax=ax, label="expected position error (Å)")
@@ -187,7 +187,7 @@ def plot_contact_map(
     i, j = np.indices(c.shape)
     shown = np.where((i > j) & (i - j < min_separation), np.nan, c)
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, 4))
+        _, ax = plt.subplots(figsize=(5, 4), layout="constrained")
     image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1, extent=(0.5, n + 0.5, n + 0.5, 0.5))
     ax.figure.colorbar(image, ax=ax, label="contact probability")
     ax.set(xlabel="residue", ylabel="residue", title=title)
