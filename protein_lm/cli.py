@@ -266,10 +266,10 @@ _RUNNERS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `protein-lm`; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    # Our messages at INFO (DEBUG with -v); third-party libraries only from WARNING up.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("protein_lm").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return _RUNNERS[args.command](args)
     except MissingExtraError as exc:
