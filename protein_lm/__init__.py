@@ -32,3 +32,31 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# Heavier entry points, imported on first attribute access so `import protein_lm` stays light
+# (no torch, tensorflow, transformers or datasets until one of these is used).
+_LAZY = {
+    "load_model": "protein_lm.models",
+    "load_deeploc": "protein_lm.data",
+    "load_secondary_structure": "protein_lm.data",
+    "load_blat": "protein_lm.data",
+    "FinetuneConfig": "protein_lm.torch_training",
+    "finetune": "protein_lm.torch_training",
+    "predict": "protein_lm.torch_inference",
+    "fold": "protein_lm.folding",
+    "load_folding_model": "protein_lm.folding",
+    "embed": "protein_lm.embeddings",
+    "score_mutations": "protein_lm.variants",
+    "evaluate_dms": "protein_lm.variants",
+}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'protein_lm' has no attribute {name!r}")

@@ -211,7 +211,7 @@ def load_model(
         config._attn_implementation = attn_implementation
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = cls(config)
+            model = cls(config).eval()  # eval mode, as from_pretrained returns it
     else:
         source = _resolve_source(name_or_path)
         model = cls.from_pretrained(

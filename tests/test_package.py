@@ -66,3 +66,16 @@ def test_require() -> None:
     assert require("json", "dev").dumps([1]) == "[1]"
     with pytest.raises(MissingExtraError, match=r"pip install 'protein_lm\[fold\]'"):
         require("no_such_module_xyz", "fold")
+
+
+def test_lazy_entry_points_resolve_to_their_modules() -> None:
+    import importlib
+
+    import protein_lm
+
+    for name, module in protein_lm._LAZY.items():
+        pytest.importorskip(module)
+        assert getattr(protein_lm, name) is getattr(importlib.import_module(module), name)
+        assert name in protein_lm.__all__
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        protein_lm.nope  # noqa: B018
