@@ -52,7 +52,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class FinetuneConfig(FinetuneOptions):
     """Options of one PyTorch fine-tuning run: `FinetuneOptions` plus the PyTorch-only ones.

@@ -238,63 +238,22 @@ def test_safe_filename_and_shard_parsing() -> None:
             parse_shard(bad)
 
 
+def _fold_cif(fasta: Path, out: Path, *extra: str) -> int:
+    """`protein-lm fold` with the tiny model, mmCIF output and no progress bar."""
+    return main(["fold", str(fasta), "-o", str(out), "--model", "tiny", "--format", "cif",
+                 "--no-progress", *extra])
+
+
 def test_cli_fold(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     fasta = _fasta(tmp_path / "in.fasta", {"a": SEQS["p6"], "d": SEQS["dimer"]})
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "fold",
-                str(fasta),
-                "-o",
-                str(out),
-                "--model",
-                "tiny",
-                "--format",
-                "cif",
-                "--chunk-size",
-                "8",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert _fold_cif(fasta, out, "--chunk-size", "8") == 0
     assert "folded 2, skipped 0" in capsys.readouterr().out
     assert sorted(p.name for p in out.glob("*.cif")) == ["a.cif", "d.cif"]
-    assert (
-        main(
-            [
-                "fold",
-                str(fasta),
-                "-o",
-                str(out),
-                "--model",
-                "tiny",
-                "--format",
-                "cif",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert _fold_cif(fasta, out) == 0
     assert "folded 0, skipped 2" in capsys.readouterr().out
     _fasta(tmp_path / "bad.fasta", {"a": SEQS["p6"], "b": "MKTJ"})
-    assert (
-        main(
-            [
-                "fold",
-                str(tmp_path / "bad.fasta"),
-                "-o",
-                str(out),
-                "--model",
-                "tiny",
-                "--format",
-                "cif",
-                "--no-progress",
-            ]
-        )
-        == 1
-    )  # a record failed, the others are done
+    assert _fold_cif(tmp_path / "bad.fasta", out) == 1  # a record failed, the others are done
     assert main(["fold", str(fasta), "-o", str(out), "--model", "tiny", "--chunk-size", "x"]) == 2
     assert main(["fold", str(fasta), "-o", str(out), "--model", "tiny", "--shard", "3/2"]) == 2
     (tmp_path / "file").write_text("x")

@@ -292,6 +292,13 @@ def test_time_budget_stops_training_and_still_evaluates(tables: dict, tmp_path: 
 
 
 # ------------------------------------------------------------------------------ bad input
+def _tf_finetune(train: Path, val: Path, out: Path, *extra: str) -> int:
+    """`protein-lm finetune --framework tf` for sequence classification with the tiny model."""
+    return main(["finetune", "--framework", "tf", "--task", "sequence-classification",
+                 "--model", "tiny", "--train", str(train), "--validation", str(val),
+                 "--output-dir", str(out), *extra])
+
+
 def test_invalid_residue_stops_before_training_and_writes_nothing(
     tables: dict, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -300,23 +307,7 @@ def test_invalid_residue_stops_before_training_and_writes_nothing(
     rows[2]["sequence"] = rows[2]["sequence"][:5] + "J" + rows[2]["sequence"][6:]
     bad = _write(tmp_path / "bad.csv", rows)
     out = tmp_path / "never"
-    code = main(
-        [
-            "finetune",
-            "--framework",
-            "tf",
-            "--task",
-            "sequence-classification",
-            "--model",
-            "tiny",
-            "--train",
-            str(bad),
-            "--validation",
-            str(val),
-            "--output-dir",
-            str(out),
-        ]
-    )
+    code = _tf_finetune(bad, val, out)
     err = capsys.readouterr().err
     assert code == 2 and "row 3" in err and rows[2]["id"] in err and "'J'" in err
     assert not out.exists()
@@ -326,24 +317,7 @@ def test_pytorch_only_options_are_refused(
     tables: dict, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     train, val = tables["sequence-classification"]
-    code = main(
-        [
-            "finetune",
-            "--framework",
-            "tf",
-            "--task",
-            "sequence-classification",
-            "--model",
-            "tiny",
-            "--train",
-            str(train),
-            "--validation",
-            str(val),
-            "--output-dir",
-            str(tmp_path / "o"),
-            "--lora",
-        ]
-    )
+    code = _tf_finetune(train, val, tmp_path / "o", "--lora")
     assert code == 2 and "--lora" in capsys.readouterr().err
 
 
