@@ -31,7 +31,7 @@ SEQ = (
 
 
 def _config(name: str):
-    from protein_lm.folding import tiny_folding_config
+    from protein_lm.folding.esmfold import tiny_folding_config
     from protein_lm.models import tiny_config
 
     if name == "tiny":
@@ -78,8 +78,8 @@ def _worker(config: str, chunk: int | None, length: int, device: str) -> dict:
     import torch
     from transformers import EsmForProteinFolding
 
-    from protein_lm.folding import fold
-    from protein_lm.folding_runtime import place
+    from protein_lm.folding.esmfold import fold
+    from protein_lm.folding.runtime import place
 
     cfg = _config(config)
     cfg._attn_implementation = "eager"
@@ -131,7 +131,7 @@ def main() -> None:
         config, chunk, length, device = args.worker
         print(json.dumps(_worker(config, int(chunk) or None, int(length), device)))
         return
-    from protein_lm.folding_runtime import estimate_peak_bytes
+    from protein_lm.folding.runtime import estimate_peak_bytes
 
     mib = 2**20
     print(f"device {args.device}; peak activation memory (MiB), unchunked vs chunk {args.chunk}")

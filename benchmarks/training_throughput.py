@@ -1,7 +1,7 @@
 """Training throughput: token-budget, length-grouped batches vs the seed tutorial's batching.
 
 Seed recipe: random batches of 8 sequences, each padded to its longest member. Ours: the
-`TokenBudgetBatchSampler` that `protein_lm.torch_training` uses (sequences grouped by length
+`TokenBudgetBatchSampler` that `protein_lm.pt.training` uses (sequences grouped by length
 within shuffled pools, batches sized by a padded-token budget). Both train the same model
 (`tiny`, 4 layers x 128, dropout 0, from the same seed) on the same data (FLIP secondary
 structure training split) with the same optimiser, on CPU unless --device says otherwise.

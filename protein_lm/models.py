@@ -203,7 +203,7 @@ def load_model(
     overrides = dict(config_overrides or {})
     if name_or_path == "tiny":
         if task == "folding":
-            from protein_lm.folding import tiny_folding_config  # lazy: folding extra
+            from protein_lm.folding.esmfold import tiny_folding_config  # lazy: folding extra
 
             config = tiny_folding_config(**overrides)
         else:

@@ -136,7 +136,7 @@ def plot_pae(result: Any, ax: Any = None, *, vmax: float = 31.75, title: str | N
 # ---------------------------------------------------------------- private helpers
 def _as_text(structure: Any) -> tuple[str, str, Any]:
     """(file text, py3Dmol format, an object with atom_name/b_factor/chain_id/res_id arrays)."""
-    from protein_lm.structure import Structure, load_structure
+    from protein_lm.folding.structure import Structure, load_structure
 
     if hasattr(structure, "to_structure"):  # FoldResult
         structure = structure.to_structure()

@@ -80,7 +80,7 @@ do with sequences over 1,022 residues (`length_policy`: truncate with a warning,
 `finetune` evaluates the validation split every `eval_steps`, keeps the checkpoint with the best MCC,
 scores the test split once with it, and writes a standard transformers model directory with
 `metrics.json`, `training_log.csv` and `training_curves.png`."""),
-    code("""from protein_lm.torch_training import FinetuneConfig, finetune
+    code("""from protein_lm.pt.training import FinetuneConfig, finetune
 
 seq_config = FinetuneConfig(
     task="sequence-classification",
@@ -101,7 +101,7 @@ print("test:      ", {k: round(v, 3) for k, v in seq_result.test.items()})"""),
     md("""### Training curve and confusion matrix
 
 The loss/metric plot is written by `finetune` itself; the confusion matrix comes from predicting the test
-split with the saved model (`protein_lm.torch_inference.predict`, the same code as `protein-lm predict`)."""),
+split with the saved model (`protein_lm.pt.predict.predict`, the same code as `protein-lm predict`)."""),
     code("""# NBVAL_IGNORE_OUTPUT
 from IPython.display import Image, display
 display(Image(filename=f"{RUNS}/pt_membrane/training_curves.png"))"""),
@@ -109,7 +109,7 @@ display(Image(filename=f"{RUNS}/pt_membrane/training_curves.png"))"""),
 import matplotlib.pyplot as plt
 from sklearn.metrics import ConfusionMatrixDisplay
 from protein_lm.metrics import classification_metrics, confusion_matrix
-from protein_lm.torch_inference import predict
+from protein_lm.pt.predict import predict
 
 test = membrane["test"]
 pred = predict(f"{RUNS}/pt_membrane", dict(zip(test["id"], test["sequence"])))

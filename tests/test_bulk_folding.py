@@ -17,11 +17,11 @@ pytest.importorskip("torch")
 pytest.importorskip("biotite")
 import biotite.structure.io as bio_io  # noqa: E402
 
-from protein_lm.bulk_folding import fold_fasta, parse_shard, safe_filename  # noqa: E402
+from protein_lm.folding.bulk import fold_fasta, parse_shard, safe_filename  # noqa: E402
 from protein_lm.cli import main  # noqa: E402
 from protein_lm.errors import InvalidInputError  # noqa: E402
-from protein_lm.folding import load_folding_model  # noqa: E402
-from protein_lm.folding_runtime import Folder  # noqa: E402
+from protein_lm.folding.esmfold import load_folding_model  # noqa: E402
+from protein_lm.folding.runtime import Folder  # noqa: E402
 
 SEQS = {
     "p1": "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ",
@@ -119,7 +119,7 @@ def test_resume_after_simulated_kill_folds_nothing_twice(
     model, tmp_path: Path, counting: Counter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fasta, out = _fasta(tmp_path / "in.fasta", SEQS), tmp_path / "out"
-    from protein_lm import bulk_folding
+    from protein_lm.folding import bulk as bulk_folding
 
     real_write, written = bulk_folding._write, []
 

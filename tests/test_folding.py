@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("biotite")
 import biotite.structure.io as bio_io  # noqa: E402
 
-from protein_lm import folding_runtime  # noqa: E402
+from protein_lm.folding import runtime as folding_runtime  # noqa: E402
 from protein_lm.errors import InvalidInputError, InvalidSequenceError  # noqa: E402
-from protein_lm.folding import (  # noqa: E402
+from protein_lm.folding.esmfold import (  # noqa: E402
     FoldingError,
     FoldResult,
     _raw_records,
@@ -24,7 +24,7 @@ from protein_lm.folding import (  # noqa: E402
     prepare,
     tiny_folding_config,
 )
-from protein_lm.folding_runtime import Folder, auto_chunk_size  # noqa: E402
+from protein_lm.folding.runtime import Folder, auto_chunk_size  # noqa: E402
 from protein_lm.sequences import FastaRecord  # noqa: E402
 
 LYSO = (  # hen lysozyme, PDB 1AKI
@@ -286,7 +286,7 @@ def test_oom_everywhere_is_reported_not_raised_mid_batch(
         return real_run(self, items, device, chunk)
 
     monkeypatch.setattr(Folder, "run", run)
-    from protein_lm.folding import iter_fold
+    from protein_lm.folding.esmfold import iter_fold
 
     items, _ = prepare(
         [FastaRecord("ok", TRP), FastaRecord("huge", LYSO), FastaRecord("ok2", TRP[:15])]
@@ -307,7 +307,7 @@ def test_other_errors_fail_only_their_batch(model, monkeypatch: pytest.MonkeyPat
         return real_run(self, items, device, chunk)
 
     monkeypatch.setattr(Folder, "run", run)
-    from protein_lm.folding import iter_fold
+    from protein_lm.folding.esmfold import iter_fold
 
     items, _ = prepare([FastaRecord("boom", TRP), FastaRecord("fine", LYSO)])
     out = {r.id: r for r in iter_fold(items, model, max_tokens=30)}

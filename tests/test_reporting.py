@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from protein_lm.errors import InvalidInputError
-from protein_lm.reporting import (
+from protein_lm.finetuning.reporting import (
     LogEntry,
     atomic_output_dir,
     plot_training_curves,

@@ -13,7 +13,7 @@ import biotite.structure.io as bio_io  # noqa: E402
 import tmtools  # noqa: E402
 
 from protein_lm.errors import InvalidInputError, StructureWriteError  # noqa: E402
-from protein_lm.structure import (  # noqa: E402
+from protein_lm.folding.structure import (  # noqa: E402
     Structure,
     ca_rmsd,
     compare,

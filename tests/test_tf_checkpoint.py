@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 
 from protein_lm.errors import InvalidInputError, ModelNotFoundError  # noqa: E402
 from protein_lm.models import load_model  # noqa: E402
-from protein_lm.tf_checkpoint import load_tf_model, save_tf_model, tf_state_dict  # noqa: E402
+from protein_lm.tf.checkpoint import load_tf_model, save_tf_model, tf_state_dict  # noqa: E402
 from protein_lm.tokenization import encode  # noqa: E402
 from pt_reference import SEQS, TASKS, pt_logits, pt_model  # noqa: E402
 

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 
 from protein_lm.errors import InvalidInputError  # noqa: E402
 from protein_lm.models import load_model  # noqa: E402
-from protein_lm.tf_checkpoint import load_tf_model  # noqa: E402
+from protein_lm.tf.checkpoint import load_tf_model  # noqa: E402
 from protein_lm.tokenization import encode  # noqa: E402
 from pt_reference import SEQS, TASKS, pt_logits, pt_model  # noqa: E402
 
@@ -93,7 +93,7 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 def test_pytorch_path_works_without_tensorflow() -> None:
     code = _BLOCK.format(mods=["tensorflow", "keras"]) + (
-        "import protein_lm, protein_lm.tf_training\n"
+        "import protein_lm, protein_lm.tf.training\n"
         "from protein_lm.models import load_model\n"
         "from protein_lm.tokenization import encode\n"
         "import torch\n"
@@ -101,7 +101,7 @@ def test_pytorch_path_works_without_tensorflow() -> None:
         "b = {k: torch.from_numpy(v) for k, v in encode(['MKT']).items()}\n"
         "print(tuple(m(**b).logits.shape))\n"
         "from protein_lm.errors import MissingExtraError\n"
-        "try:\n    protein_lm.tf_training.load_tf_model('tiny', 'regression')\n"
+        "try:\n    protein_lm.tf.training.load_tf_model('tiny', 'regression')\n"
         "except MissingExtraError as e:\n    print('MISSING', e)\n"
     )
     res = _run(code)
@@ -111,8 +111,8 @@ def test_pytorch_path_works_without_tensorflow() -> None:
 
 def test_tf_path_works_without_torch(tmp_path: Path) -> None:
     code = _BLOCK.format(mods=["torch", "torchvision", "torchaudio"]) + (
-        "from protein_lm.tf_checkpoint import load_tf_model, save_tf_model\n"
-        "from protein_lm.tf_predict import predict\n"
+        "from protein_lm.tf.checkpoint import load_tf_model, save_tf_model\n"
+        "from protein_lm.tf.predict import predict\n"
         "m = load_tf_model('tiny', 'token-classification', id2label={0: 'H', 1: 'E', 2: 'C'})\n"
         "m.hf_config.protein_lm_task = 'token-classification'\n"
         f"save_tf_model(m, {str(tmp_path)!r})\n"

@@ -17,8 +17,8 @@ pytest.importorskip("tensorflow")
 
 from protein_lm.cli import main  # noqa: E402
 from protein_lm.errors import InvalidInputError  # noqa: E402
-from protein_lm.reporting import read_training_log  # noqa: E402
-from protein_lm.tf_training import TFFinetuneConfig, finetune, predict  # noqa: E402
+from protein_lm.finetuning.reporting import read_training_log  # noqa: E402
+from protein_lm.tf.training import TFFinetuneConfig, finetune, predict  # noqa: E402
 
 TASKS = ["sequence-classification", "token-classification", "regression"]
 
@@ -194,8 +194,8 @@ def test_pytorch_reads_tf_models_and_predicts_the_same(
     task: str, trained: dict, tables: dict
 ) -> None:
     pytest.importorskip("torch")
-    from protein_lm.reporting import read_predict_input
-    from protein_lm.torch_inference import predict as pt_predict
+    from protein_lm.finetuning.reporting import read_predict_input
+    from protein_lm.pt.predict import predict as pt_predict
 
     records = read_predict_input(tables[task][1])
     ours, theirs = predict(trained[task], records), pt_predict(trained[task], records)
@@ -251,7 +251,7 @@ def test_a_pytorch_model_continues_training_in_tf(tables: dict, tmp_path: Path) 
     pytest.importorskip("torch")
     from protein_lm.data import read_table
     from protein_lm.models import load_model
-    from protein_lm.tf_checkpoint import load_tf_model
+    from protein_lm.tf.checkpoint import load_tf_model
 
     pt = load_model("tiny", "token-classification", id2label={0: "C", 1: "E", 2: "H"}, seed=7)
     pt.save_pretrained(tmp_path / "pt")

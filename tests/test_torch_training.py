@@ -18,7 +18,7 @@ from hypothesis import strategies as st  # noqa: E402
 from protein_lm.batching import IGNORE_INDEX, Collator  # noqa: E402
 from protein_lm.errors import InvalidInputError  # noqa: E402
 from protein_lm.sequences import CLS_ID, EOS_ID, ESM2_TOKENS, PAD_ID, STANDARD_AA  # noqa: E402
-from protein_lm.torch_training import FinetuneConfig, finetune  # noqa: E402
+from protein_lm.pt.training import FinetuneConfig, finetune  # noqa: E402
 
 SMALL = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ def test_token_labels_sit_on_their_residue_tokens(rows):
 
 def test_masked_residues_get_ignore_index_through_the_training_path(ss):
     """A `mask` of 0 makes the residue's label -100 in the dataset the Trainer consumes."""
-    from protein_lm.torch_trainer import prepare_split
+    from protein_lm.pt.trainer import prepare_split
 
     ds, id2label = prepare_split(ss["train"], "token-classification", None, "train",
                                  max_length=1024, length_policy="error")
@@ -132,7 +132,7 @@ def test_token_classification_run_writes_a_loadable_model_that_reproduces_its_me
     import transformers
 
     from protein_lm.metrics import token_metrics
-    from protein_lm.torch_inference import predict
+    from protein_lm.pt.predict import predict
 
     out = tmp_path / "run"
     res = finetune(ss["train"], ss["validation"], ss["test"], config=_config("token-classification"),
@@ -196,7 +196,7 @@ def test_sequence_classification_with_class_weights_and_lora(membrane, tmp_path)
 
 def test_regression_on_blat_reports_correlations_in_label_units(shared_data, tmp_path):
     from protein_lm.data import load_blat
-    from protein_lm.torch_inference import predict
+    from protein_lm.pt.predict import predict
 
     blat = load_blat()
     rows = blat.data.select(range(60))
@@ -253,7 +253,7 @@ def test_length_policy_error_names_the_record(ss, tmp_path):
 
 
 def test_predict_covers_long_sequences_with_windows(ss, tmp_path):
-    from protein_lm.torch_inference import predict
+    from protein_lm.pt.predict import predict
 
     out = tmp_path / "m"
     finetune(ss["train"], ss["validation"], config=_config("token-classification", max_steps=1,
@@ -319,7 +319,7 @@ def test_tiny_from_scratch_learns_secondary_structure(shared_data, tmp_path):
 
     from protein_lm.data import load_secondary_structure
     from protein_lm.metrics import majority_baseline
-    from protein_lm.torch_inference import predict
+    from protein_lm.pt.predict import predict
 
     torch.set_num_threads(1)  # 2 shared cores: one thread avoids oversubscription stalls
     d = load_secondary_structure()
@@ -353,7 +353,7 @@ def test_saved_model_is_the_best_checkpoint_not_the_last(ss, tmp_path):
     import transformers
 
     from protein_lm.batching import TokenBudgetBatchSampler
-    from protein_lm.torch_trainer import make_collator, prepare_split
+    from protein_lm.pt.trainer import make_collator, prepare_split
 
     cfg = _config("token-classification", max_steps=6, eval_steps=2, learning_rate=0.05)
     res = finetune(ss["train"], ss["validation"], config=cfg, output_dir=tmp_path / "best")

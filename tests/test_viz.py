@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 
-from protein_lm.folding import fold, load_folding_model  # noqa: E402
+from protein_lm.folding.esmfold import fold, load_folding_model  # noqa: E402
 from protein_lm.viz import (  # noqa: E402
     PLDDT_BANDS,
     plddt_band_colors,

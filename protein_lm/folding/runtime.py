@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from protein_lm.errors import require
-from protein_lm.folding import FoldFailure, FoldInput, FoldResult
+from protein_lm.folding.esmfold import FoldFailure, FoldInput, FoldResult
 
 __all__ = [
     "CHUNK_SIZES",
@@ -117,7 +117,7 @@ class Folder:
             )
         self.torch = require("torch", "torch")
         if isinstance(model, (str, os.PathLike)):
-            from protein_lm.folding import load_folding_model
+            from protein_lm.folding.esmfold import load_folding_model
 
             model = load_folding_model(str(model), device=device)
         else:

@@ -1,7 +1,7 @@
 """Protein structures: a `Structure` record with PDB/mmCIF writers, and analysis on biotite.
 
 Writers are hand-written (explicit-width f-strings for PDB, one `atom_site` loop for mmCIF) rather
-than biotite's `PDBFile.set_structure`, so that `import protein_lm.folding` does not need biotite,
+than biotite's `PDBFile.set_structure`, so that `import protein_lm.folding.esmfold` does not need biotite,
 the checks are ours (`_check_writable`, shared by both formats, with messages that name the
 fix) and run metadata (pTM, timing) goes into the file header. Tests round-trip both formats
 through biotite.

@@ -1,6 +1,6 @@
 """Framework-neutral outputs of a training run: atomic directory, log, metrics, plot, predictions.
 
-Both training back ends (`protein_lm.torch_training`, `protein_lm.tf_training`) write these files:
+Both training back ends (`protein_lm.pt.training`, `protein_lm.tf.training`) write these files:
 
 - `training_log.csv`: one row per logging event, columns `step, epoch, split, name, value`
   (long format: `split` is "train", "validation" or "test", `name` a loss or metric name such as

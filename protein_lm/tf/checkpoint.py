@@ -1,4 +1,4 @@
-"""transformers ESM-2 checkpoints <-> the Keras model of `protein_lm.tf_esm`.
+"""transformers ESM-2 checkpoints <-> the Keras model of `protein_lm.tf.model`.
 
 A checkpoint is a transformers model directory (`config.json` + `model.safetensors`), a hub id, or
 `tiny`. Weights are read and written with `safetensors.numpy`, so the TF path never needs torch.
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from protein_lm.errors import InvalidInputError, ModelNotFoundError, require
-from protein_lm.tf_esm import TF_TASKS, build_tf_model
+from protein_lm.tf.model import TF_TASKS, build_tf_model
 
 __all__ = ["load_tf_model", "save_tf_model", "tf_state_dict"]
 

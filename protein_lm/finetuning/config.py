@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protein_lm.reporting import LogEntry
+from protein_lm.finetuning.reporting import LogEntry
 from protein_lm.tokenization import MAX_TOKENS
 
 __all__ = [

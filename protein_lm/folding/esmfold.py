@@ -29,7 +29,7 @@ import numpy as np
 
 from protein_lm.errors import InvalidInputError, InvalidSequenceError, ProteinLMError, require
 from protein_lm.sequences import FastaRecord, read_fasta, validate
-from protein_lm.structure import CHAIN_IDS, Structure
+from protein_lm.folding.structure import CHAIN_IDS, Structure
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -203,7 +203,7 @@ def load_folding_model(
     model = load_model(
         name_or_path, task="folding", device="cpu", seed=seed, attn_implementation="eager"
     )
-    from protein_lm.folding_runtime import place
+    from protein_lm.folding.runtime import place
 
     return place(model, resolve_device(device))
 
@@ -274,7 +274,7 @@ def fold(
     if failures:
         exc = InvalidInputError if failures[0].reason == "too-long" else InvalidSequenceError
         raise exc(failures[0].message)
-    from protein_lm.folding_runtime import Folder
+    from protein_lm.folding.runtime import Folder
 
     folder = Folder(model, device, chunk_size, num_recycles, cpu_fallback)
     by_id: dict[str, FoldResult] = {}
@@ -300,7 +300,7 @@ def iter_fold(
     cpu_fallback: bool = True,
 ) -> Iterator[FoldResult | FoldFailure]:
     """Fold prepared items (see `prepare`) in length-sorted batches; yields results or failures."""
-    from protein_lm.folding_runtime import Folder
+    from protein_lm.folding.runtime import Folder
 
     yield from Folder(model, device, chunk_size, num_recycles, cpu_fallback).iter(
         items, max_tokens

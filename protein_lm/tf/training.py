@@ -1,7 +1,7 @@
 """Fine-tune ESM-2 with Keras 3 `model.fit` (TensorFlow backend) from a transformers checkpoint.
 
 `finetune(train, validation, test, config=TFFinetuneConfig(...), output_dir=...)` is the Keras twin
-of `protein_lm.torch_training.finetune`: same inputs (columns `sequence`, `label`, optional `id`,
+of `protein_lm.pt.training.finetune`: same inputs (columns `sequence`, `label`, optional `id`,
 `mask`), same token-budget batches, same selection metric (MCC, Q3, Spearman), and the same output
 directory (a transformers model directory, `metrics.json`, `training_log.csv`,
 `training_curves.png`), so a model trained here continues in PyTorch and vice versa.
@@ -31,8 +31,8 @@ import numpy as np
 
 from protein_lm.batching import IGNORE_INDEX, token_budget_batches
 from protein_lm.errors import InvalidInputError
-from protein_lm.finetune_config import SELECTION_METRIC, FinetuneOptions, FinetuneOutcome
-from protein_lm.reporting import (
+from protein_lm.finetuning.config import SELECTION_METRIC, FinetuneOptions, FinetuneOutcome
+from protein_lm.finetuning.reporting import (
     CURVES_FILE,
     METRICS_FILE,
     TRAINING_LOG,
@@ -42,10 +42,10 @@ from protein_lm.reporting import (
     write_metrics,
     write_training_log,
 )  # fmt: skip
-from protein_lm.tf_checkpoint import load_tf_model, save_tf_model
-from protein_lm.tf_data import evaluate_split, prepare_split, round_len, train_dataset
-from protein_lm.tf_esm import keras_tf
-from protein_lm.tf_predict import finetune_cli, predict, predict_cli
+from protein_lm.tf.checkpoint import load_tf_model, save_tf_model
+from protein_lm.tf.data import evaluate_split, prepare_split, round_len, train_dataset
+from protein_lm.tf.model import keras_tf
+from protein_lm.tf.predict import finetune_cli, predict, predict_cli
 
 __all__ = [
     "TFFinetuneConfig",

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from protein_lm.errors import InvalidInputError, require
-from protein_lm.folding import DEFAULT_MODEL, MAX_LENGTH, FoldFailure, FoldResult, prepare
-from protein_lm.folding_runtime import Folder
+from protein_lm.folding.esmfold import DEFAULT_MODEL, MAX_LENGTH, FoldFailure, FoldResult, prepare
+from protein_lm.folding.runtime import Folder
 from protein_lm.sequences import FastaRecord, atomic_write_text, read_fasta
-from protein_lm.structure import read_metadata
+from protein_lm.folding.structure import read_metadata
 
 __all__ = [
     "BulkReport",

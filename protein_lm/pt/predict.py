@@ -22,7 +22,7 @@ import numpy as np
 
 from protein_lm.batching import Collator, token_budget_batches
 from protein_lm.errors import InvalidInputError, require
-from protein_lm.reporting import write_predictions
+from protein_lm.finetuning.reporting import write_predictions
 from protein_lm.sequences import FastaRecord, as_records
 
 __all__ = ["Predictions", "predict", "predict_cli", "model_task"]
@@ -171,7 +171,7 @@ def _assemble(task: str, config: Any, records: Sequence[FastaRecord],
 
 def predict_cli(args: Any) -> int:
     """`protein-lm predict --framework pt`: FASTA/CSV in, predictions CSV out."""
-    from protein_lm.reporting import read_predict_input
+    from protein_lm.finetuning.reporting import read_predict_input
 
     if not Path(args.model).is_dir():
         raise InvalidInputError(f"--model {args.model!r} is not a directory; pass the output "

@@ -17,10 +17,10 @@ import numpy as np
 
 from protein_lm.batching import IGNORE_INDEX, Collator, token_budget_batches
 from protein_lm.errors import InvalidInputError
-from protein_lm.tf_predict import batch_logits
+from protein_lm.tf.predict import batch_logits
 
 if TYPE_CHECKING:
-    from protein_lm.tf_training import TFFinetuneConfig
+    from protein_lm.tf.training import TFFinetuneConfig
 
 __all__ = ["Split", "prepare_split", "round_len", "train_dataset", "evaluate_split"]
 

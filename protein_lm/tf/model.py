@@ -14,7 +14,7 @@ so a checkpoint gives the same logits in both frameworks (tested to <= 1e-4 in f
 - padded keys are masked; padded positions of the embedding output are zeroed;
 - the sequence head reads token 0 (`<cls>`): dense -> tanh -> out_proj.
 
-Weights come from, and go back to, transformers checkpoints: see `protein_lm.tf_checkpoint`.
+Weights come from, and go back to, transformers checkpoints: see `protein_lm.tf.checkpoint`.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Fine-tune ESM-2 with the transformers `Trainer`: sequence/token classification and regression.
 
 `finetune(train, validation, test, config=FinetuneConfig(...), output_dir=...)` trains with
-token-budget batches (`protein_lm.torch_trainer`), evaluates on the validation split every
+token-budget batches (`protein_lm.pt.trainer`), evaluates on the validation split every
 `eval_steps`, keeps the best checkpoint by the task's selection metric (MCC, Q3 or Spearman),
 evaluates the test split once with it, and writes a standard transformers model directory plus
-`metrics.json`, `training_log.csv` and `training_curves.png` (see `protein_lm.reporting`). The same
+`metrics.json`, `training_log.csv` and `training_curves.png` (see `protein_lm.finetuning.reporting`). The same
 call runs unchanged on N processes under `torchrun` (DDP); only rank 0 writes files.
 
 Labels: per-residue label i belongs to token i+1 (`<cls>` is token 0); `<cls>`, `<eos>`, padding
@@ -33,8 +33,8 @@ import numpy as np
 
 from protein_lm.batching import TokenBudgetBatchSampler
 from protein_lm.errors import InvalidInputError, require
-from protein_lm.finetune_config import SELECTION_METRIC, FinetuneOptions, FinetuneOutcome
-from protein_lm.reporting import (
+from protein_lm.finetuning.config import SELECTION_METRIC, FinetuneOptions, FinetuneOutcome
+from protein_lm.finetuning.reporting import (
     CURVES_FILE, METRICS_FILE, TRAINING_LOG, atomic_output_dir, plot_training_curves,
     write_metrics, write_training_log,
 )  # fmt: skip
@@ -191,7 +191,7 @@ def finetune(
 
     from protein_lm.models import load_model
     from protein_lm.tokenization import hf_tokenizer
-    from protein_lm.torch_trainer import (
+    from protein_lm.pt.trainer import (
         LogRecorder, TimeBudget, TokenBudgetTrainer, class_weights, make_collator,
         metric_functions, prepare_split,
     )  # fmt: skip

@@ -29,7 +29,7 @@ from protein_lm.sequences import as_records
 from protein_lm.tokenization import MAX_TOKENS
 
 # One result type and one task rule for both frameworks (torch_inference imports torch lazily).
-from protein_lm.torch_inference import Predictions, model_task
+from protein_lm.pt.predict import Predictions, model_task
 
 __all__ = ["predict", "batch_logits", "predict_cli", "finetune_cli"]
 
@@ -60,7 +60,7 @@ def batch_logits(
 
 
 def _load(model: Any) -> Any:
-    from protein_lm.tf_checkpoint import load_tf_model
+    from protein_lm.tf.checkpoint import load_tf_model
 
     if not isinstance(model, (str, Path)):
         return model
@@ -98,9 +98,9 @@ def predict(
     Returns
     -------
     Predictions
-        The same type as `protein_lm.torch_inference.predict` returns (`to_csv` writes the file).
+        The same type as `protein_lm.pt.predict.predict` returns (`to_csv` writes the file).
     """
-    from protein_lm.tf_esm import keras_tf
+    from protein_lm.tf.model import keras_tf
 
     keras_tf()  # quiet TF logs, TensorFlow backend
     import tensorflow as tf
@@ -169,7 +169,7 @@ def _window_starts(length: int, window: int) -> list[int]:
 # ------------------------------------------------------------------------------------ CLI
 def predict_cli(args: argparse.Namespace) -> int:
     """`protein-lm predict --framework tf`: write `id, prediction[, prob_<class>...]` CSV."""
-    from protein_lm.reporting import read_predict_input
+    from protein_lm.finetuning.reporting import read_predict_input
 
     if not Path(args.model).is_dir():
         raise InvalidInputError(
@@ -186,7 +186,7 @@ def predict_cli(args: argparse.Namespace) -> int:
 def finetune_cli(args: argparse.Namespace) -> int:
     """`protein-lm finetune --framework tf`: read the CSV/TSV files, train, print the metrics."""
     from protein_lm.data import read_table
-    from protein_lm.tf_training import TFFinetuneConfig, finetune
+    from protein_lm.tf.training import TFFinetuneConfig, finetune
 
     pt_only = [
         flag

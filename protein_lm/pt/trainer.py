@@ -27,7 +27,7 @@ import numpy as np
 
 from protein_lm.batching import IGNORE_INDEX, Collator, TokenBudgetBatchSampler
 from protein_lm.errors import InvalidInputError
-from protein_lm.reporting import LogEntry
+from protein_lm.finetuning.reporting import LogEntry
 from protein_lm.sequences import RARE_AA, STANDARD_AA
 
 __all__ = [
@@ -222,7 +222,7 @@ def _trainer_class() -> type:
             # but `save_pretrained` writes ESM LayerNorms as `gamma`/`beta`: those keys are
             # silently skipped and the LayerNorms keep their last-step values. `from_pretrained`
             # applies the key conversion, so load through it and copy the weights strictly.
-            from protein_lm.torch_training import is_peft_model
+            from protein_lm.pt.training import is_peft_model
 
             if is_peft_model(self.model) or not self.state.best_model_checkpoint:
                 return super()._load_best_model()

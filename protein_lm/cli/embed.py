@@ -1,0 +1,64 @@
+"""`protein-lm embed`: mean or per-residue embeddings (and contacts) for a FASTA."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+__all__ = ["add_parser", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("embed", help="mean or per-residue embeddings (and contacts) for a FASTA",
+                       description="Embed every record of a FASTA. Output by suffix: .npz (all "
+                       "arrays), .npy (mean embeddings; ids in <stem>.ids.txt), .parquet, or a "
+                       "folder of shards. Resumable: rerun the same command after an interruption.")
+    p.add_argument("--model", required=True, help="hub id, local dir, or 'tiny'")
+    p.add_argument("input", type=Path)
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p.add_argument("--per-residue", action="store_true")
+    p.add_argument("--contacts", action="store_true", help="contact maps from the contact head")
+    p.add_argument("--layers", type=int, nargs="+", default=[-1],
+                   help="layers to return, negative from the end (default -1: last, layer-normed)")
+    p.add_argument("--batch-tokens", type=int, default=4096,
+                   help="token budget per batch, padding included (default 4096)")
+    p.add_argument("--strategy", choices=("auto", "padded", "exact"), default="auto",
+                   help="auto: padded batches on CUDA, exact-length batches on CPU")
+    p.add_argument("--long", choices=("error", "window"), default="error",
+                   help="sequences > 1,022 residues: error (default) or average windows")
+    p.add_argument("--shard-size", type=int, default=1000, help="records per resumable shard")
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                   help="model dtype (default float32; float16/bfloat16 halve GPU memory)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from protein_lm.embedding_store import embed_to_file
+    from protein_lm.models import load_model
+
+    model = load_model(args.model, "masked-lm", device=args.device,
+                       dtype=getattr(torch, args.dtype))
+    out = embed_to_file(
+        model.eval(), args.input, args.output, shard_size=args.shard_size, model_name=args.model,
+        layers=args.layers, per_residue=args.per_residue, contacts=args.contacts,
+        max_tokens=args.batch_tokens, strategy=args.strategy, long_policy=args.long,
+    )
+    failed = _failed_ids(out)
+    if failed:
+        log.error("out of memory, skipped (NaN rows): %s", ", ".join(failed))
+        return 1
+    log.info("wrote %s", out)
+    return 0
+
+
+def _failed_ids(out: Path) -> list[str]:
+    if out.suffix.lower() not in ("", ".npz"):
+        return []
+    from protein_lm.embedding_store import load_embeddings
+
+    return list(load_embeddings(out).failed)

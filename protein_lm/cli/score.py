@@ -1,0 +1,62 @@
+"""`protein-lm score`: zero-shot variant effect scores."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+__all__ = ["add_parser", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="zero-shot variant effect scores")
+    p.add_argument("--model", required=True, help="hub id, local dir, or 'tiny'")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--sequence", help="wild-type sequence")
+    src.add_argument("--fasta", type=Path, help="FASTA holding the wild-type sequence")
+    p.add_argument("--mutations", required=True, type=Path, help="CSV with a 'mutant' column")
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p.add_argument("--offset", type=int, default=1, help="number of the first residue (default 1)")
+    p.add_argument("--strategy", nargs="+", default=["masked-marginals"],
+                   choices=("wt-marginals", "masked-marginals", "pseudo-ppl"),
+                   help="one or more; pseudo-ppl costs L forward passes per mutant")
+    p.add_argument("--column", default="mutant", help="mutation column (default 'mutant')")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="report bad rows (wrong wild-type letter, out of range, malformed, "
+                   "duplicate) and leave their scores empty instead of stopping")
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from protein_lm.models import load_model
+    from protein_lm.sequences import atomic_write_text, read_fasta
+    from protein_lm.variants import score_dataframe
+
+    if args.fasta is not None:
+        records = read_fasta(args.fasta)
+        if len(records) != 1:
+            raise ValueError(f"{args.fasta} holds {len(records)} records; give one wild type")
+        wild_type = records[0].sequence
+    else:
+        wild_type = args.sequence
+    if not args.mutations.is_file():
+        raise FileNotFoundError(f"mutation file not found: {args.mutations}")
+    sep = "\t" if args.mutations.suffix.lower() in (".tsv", ".tab") else ","
+    table = pd.read_csv(args.mutations, sep=sep, encoding="utf-8-sig")
+    model = load_model(args.model, "masked-lm", device=args.device).eval()
+    scored, skipped = score_dataframe(
+        model, wild_type, table, strategies=args.strategy, offset=args.offset,
+        on_error="skip" if args.skip_invalid else "raise",
+        source=str(args.mutations), column=args.column,
+    )
+    for _, msg in skipped:
+        log.warning("skipped %s", msg)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.output, scored.to_csv(index=False))
+    log.info("wrote %d rows (%d skipped) to %s", len(scored), len(skipped), args.output)
+    return 0
