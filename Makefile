@@ -1,11 +1,12 @@
 # Two commands on a fresh machine (Python 3.11, nothing installed):
 #   make demo   - set up .venv and run the offline demo
 #   make test   - set up .venv and run the full test suite (tests + notebooks), as CI does
+#   make lab    - set up .venv and open the notebooks in JupyterLab
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= torch,tf,fold,notebooks,dev
 
-.PHONY: setup demo test test-tests test-notebooks clean
+.PHONY: setup demo test test-tests test-notebooks lab clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +23,9 @@ demo: setup
 test: setup
 	$(VENV)/bin/pytest tests
 	PROTEIN_LM_SMOKE=1 $(VENV)/bin/pytest --nbval-lax --current-env notebooks/
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
