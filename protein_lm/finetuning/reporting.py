@@ -8,6 +8,8 @@ Both training back ends (`protein_lm.pt.training`, `protein_lm.tf.training`) wri
 - `metrics.json`: `{"validation": {...}, "test": {...} | null, "best_step": ..., ...}` written
   by `write_metrics` (validation = the best checkpoint's scores, test = evaluated once at the end);
 - `training_curves.png`: loss and validation metric against step (`plot_training_curves`);
+- `README.md`: a Hub model card (`protein_lm.finetuning.model_card`), written by `write_metrics`
+  when given `task=` (as both back ends do);
 - predictions CSV: `id, prediction[, prob_<class>...]` (`write_predictions`); `read_predict_input`
   reads what `protein-lm predict` accepts (FASTA, or CSV/TSV with `sequence` and optional `id`).
 
@@ -134,10 +136,17 @@ def write_metrics(
     test: Mapping[str, Any] | None = None,
     **extra: Any,
 ) -> Path:
-    """Write `metrics.json` = `{"validation": ..., "test": ... or null, **extra}` (sorted keys)."""
+    """Write `metrics.json` = `{"validation": ..., "test": ... or null, **extra}` (sorted keys).
+
+    With `task` in `extra` (a finetune run) the folder's model card `README.md` is (re)written too.
+    """
     payload = {"validation": dict(validation), "test": dict(test) if test is not None else None}
     payload.update(extra)
     atomic_write_text(path, json.dumps(_clean(payload), indent=2, sort_keys=True) + "\n")
+    if "task" in extra:  # a finetune run (both back ends): its folder also gets a Hub model card
+        from protein_lm.finetuning.model_card import write_model_card
+
+        write_model_card(Path(path).parent)
     return Path(path)
 
 
@@ -146,10 +155,9 @@ def plot_training_curves(
 ) -> Path:
     """Save a two-panel PNG: losses (train, validation) and validation metrics against step."""
     require("matplotlib", "notebooks")
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)  # file output only; keeps notebooks' inline backend
-    from matplotlib.figure import Figure  # no pyplot state: safe in threads and scripts
+    # A bare Figure draws with its own canvas: no pyplot, and the user's backend is never changed
+    # (matplotlib.use() in a notebook kernel would silence every later plt.show()).
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 4), dpi=100)
     ax_loss, ax_metric = fig.subplots(1, 2)
