@@ -45,6 +45,7 @@ __all__ = [
     "read_table",
     "write_table",
     "encode_labels",
+    "stratified_subset",
 ]
 
 _ESM = "https://raw.githubusercontent.com/facebookresearch/esm/2b369911"
@@ -195,6 +196,74 @@ def load_deeploc(
         split: datasets.Dataset.from_list(rows)
         for split, rows in (("train", train), ("validation", val), ("test", test))
     })
+
+
+def stratified_subset(
+    dataset: Any,
+    n: int,
+    *,
+    max_length: int | None = None,
+    seed: int = 0,
+    label_column: str = "label",
+) -> Any:
+    """A seeded subset of at most `n` rows of a `datasets.Dataset` in which every class is present.
+
+    For small (smoke-test) splits: a plain "first n rows" can miss a class, and a metric computed
+    on a split without a class means nothing (accuracy 0.0, MCC 0.0). Rows whose sequence is longer
+    than `max_length` are skipped. Class labels (one name per row) are drawn round-robin over the
+    classes, so the subset is as balanced as the classes allow. Per-residue labels (a string as
+    long as the sequence; with a `mask` column only residues with mask `1` count) first take one
+    row holding each class, then random rows. Numeric labels (regression): random rows.
+
+    Raises `InvalidInputError` when `n` is below the number of classes or a class has no row
+    within `max_length`.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    seqs, labels = dataset["sequence"], dataset[label_column]
+    masks = dataset["mask"] if "mask" in dataset.column_names else None
+    keep = [i for i, s in enumerate(seqs) if max_length is None or len(s) <= max_length]
+    all_classes: set[Any] = set()
+    per_residue = bool(labels) and isinstance(labels[0], str) and len(labels[0]) == len(seqs[0])
+
+    def classes_of(i: int) -> set[str]:
+        lab = labels[i]
+        return set(lab if masks is None else (c for c, m in zip(lab, masks[i]) if m == "1"))
+
+    if labels and isinstance(labels[0], (int, float)) and not isinstance(labels[0], bool):
+        chosen = list(rng.permutation(keep)[:n])
+    elif per_residue:
+        all_classes = set().union(*(classes_of(i) for i in range(len(seqs))))
+        order, chosen, seen = list(rng.permutation(keep)), [], set()
+        for c in sorted(all_classes):
+            if c not in seen:
+                row = next((i for i in order if c in classes_of(i) and i not in chosen), None)
+                if row is not None:
+                    chosen.append(row)
+                    seen |= classes_of(row)
+        chosen += [i for i in order if i not in chosen][: max(0, n - len(chosen))]
+        found = set().union(*(classes_of(i) for i in chosen)) if chosen else set()
+        missing = all_classes - found
+        if missing or len(chosen) > n:
+            raise InvalidInputError(
+                f"stratified_subset: cannot fit residue classes {sorted(all_classes)} in {n} rows "
+                f"(max_length={max_length}); missing {sorted(missing)}")
+    else:
+        all_classes = set(labels)
+        by_class = {c: [i for i in rng.permutation(keep) if labels[i] == c]
+                    for c in sorted(all_classes)}
+        empty = [c for c, rows in by_class.items() if not rows]
+        if n < len(by_class) or empty:
+            raise InvalidInputError(
+                f"stratified_subset: need every class of {sorted(by_class)} in {n} rows "
+                f"(max_length={max_length}); " + (f"no rows of {empty}" if empty else
+                                                  f"n must be >= {len(by_class)}"))
+        chosen, depth = [], 0
+        while len(chosen) < n and any(depth < len(r) for r in by_class.values()):
+            chosen += [int(r[depth]) for r in by_class.values() if depth < len(r)][: n - len(chosen)]
+            depth += 1
+    return dataset.select(sorted(int(i) for i in chosen))
 
 
 # ------------------------------------------------------------------- FLIP secondary structure
