@@ -1,6 +1,7 @@
 """Resolve a model: a hub id, a local directory, or `tiny` (a small random ESM-2 for offline runs).
 
-`load_model` never uses `trust_remote_code` and only reads safetensors. An uncached hub id while
+`resolve_model` is the one lookup of a name (preset, hub id, local directory) for every loader,
+PyTorch and Keras alike. `load_model` never uses `trust_remote_code` and only reads safetensors. An uncached hub id while
 offline fails within a few seconds with `ModelNotFoundError` (a socket probe with a 3 s timeout
 replaces the hub client's retry loop), naming the two offline alternatives.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +25,9 @@ __all__ = [
     "load_model",
     "load_config",
     "resolve_device",
+    "resolve_model",
+    "ModelSource",
+    "label_config_kwargs",
 ]
 
 # Presets are data: name -> hub id and architecture (layers, hidden size, heads, parameters).
@@ -108,7 +113,13 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _label_kwargs(task: str, num_labels: int | None, id2label: dict[int, str] | None) -> dict[str, Any]:
+def label_config_kwargs(
+    task: str, num_labels: int | None, id2label: dict[int, str] | None
+) -> dict[str, Any]:
+    """Config fields of the head for `task`: `num_labels`, `id2label`/`label2id`, `problem_type`.
+
+    Shared by the PyTorch loader and `protein_lm.tf.checkpoint`, so both build the same config.
+    """
     kw: dict[str, Any] = {}
     if task == "regression":
         kw.update(num_labels=1, problem_type="regression")
@@ -124,42 +135,91 @@ def _label_kwargs(task: str, num_labels: int | None, id2label: dict[int, str] | 
     return kw
 
 
-def load_config(name_or_path: str) -> Any:
-    """The `EsmConfig` of a hub id, local directory or `tiny`, with the same offline rules as `load_model`."""
-    transformers = require("transformers", "torch")
-    if name_or_path == "tiny":
-        return tiny_config()
-    source = _resolve_source(name_or_path)
-    return transformers.AutoConfig.from_pretrained(source, local_files_only=not _is_remote(source))
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from, as decided by `resolve_model`.
+
+    `name` is a local directory (`local=True`) or a hub id; `local_files_only` is True when it
+    must be read without the network (a local directory, or a cached hub id while offline).
+    """
+
+    name: str
+    local: bool
+    local_files_only: bool
 
 
-def _is_remote(source: str) -> bool:
-    return not Path(source).is_dir()
+# Weight files transformers or torch may have written that are pickles: refused, never loaded.
+_PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json", "*.bin", "*.pt", "*.pth", "*.ckpt")
 
 
-def _resolve_source(name_or_path: str) -> str:
-    """A local directory, a cached hub id, or a reachable hub id; else `ModelNotFoundError`."""
+def _looks_like_path(name: str) -> bool:
+    """True when `name` can only be a local path, never a hub id.
+
+    A hub id is `name` or `owner/name`: at most one '/', no leading '.', '/' or '~' and no
+    backslash. So a value starting with '.', '/' or '~', containing a backslash (or the OS
+    separator when it is not '/'), or with two or more '/' is a path. `runs/model` (one '/') is
+    ambiguous: it is tried as a hub id, and the error then says that no local folder of that
+    name exists either.
+    """
+    return (name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+            or (os.sep != "/" and os.sep in name))
+
+
+def resolve_model(name_or_path: str, *, weights: bool = True) -> ModelSource:
+    """Resolve a preset key, hub id or local directory; the one lookup every loader uses.
+
+    A local directory must hold `config.json` and (with `weights=True`) safetensors weights
+    (`model.safetensors` or shards). Pickled weights (`pytorch_model.bin`, `*.pt`) are refused
+    on purpose and never opened: unpickling can run arbitrary code. A path-like value (see
+    `_looks_like_path`) that does not exist is reported as a missing folder; a hub id must be
+    cached or the hub reachable. Anything else raises `ModelNotFoundError` with a one-line
+    message naming the fix. `tiny` is not resolved here (callers build it).
+    """
     name = ESM2_PRESETS.get(name_or_path, {}).get("hub_id", name_or_path)
-    if Path(name).is_dir():
-        if not (Path(name) / "config.json").is_file():
-            raise ModelNotFoundError(f"{name} is a directory but has no config.json; it is not a model directory")
-        return name
-    if name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1):
-        raise ModelNotFoundError(f"Model directory {name!r} does not exist")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"Model folder {str(path)!r} has no config.json; it is not a model directory "
+                "(pass a folder written by `protein-lm finetune` or `save_pretrained`)")
+        if weights and not any(path.glob("*.safetensors")):
+            pickled = sorted({f.name for pat in _PICKLED for f in path.glob(pat)})
+            found = f"it has only {', '.join(pickled)}, " if pickled else ""
+            raise ModelNotFoundError(
+                f"Model folder {str(path)!r} has no model.safetensors; {found}pickled weights "
+                "(pytorch_model.bin, *.pt) are refused on purpose because loading a pickle can run "
+                "code; re-save the model with `save_pretrained(..., safe_serialization=True)`")
+        return ModelSource(str(path), local=True, local_files_only=True)
+    if path.exists():
+        raise ModelNotFoundError(f"Model {name!r} is a file, not a model directory")
+    if _looks_like_path(name):
+        raise ModelNotFoundError(f"Model folder {name!r} does not exist")
     hub = require("huggingface_hub", "torch")
     try:
         hub.hf_hub_download(name, "config.json", local_files_only=True)
-        return name  # cached: transformers will load it offline
+        cached = True
     except Exception:  # noqa: BLE001 - any cache miss means "not cached"
-        pass
-    if _hub_reachable():
-        return name
+        cached = False
+    online = _hub_reachable()
+    if cached or online:
+        return ModelSource(name, local=False, local_files_only=not online)
     raise ModelNotFoundError(
-        f"Model {name!r} is not in the local Hugging Face cache and the hub is unreachable (offline). "
-        "Either pass a local model directory (a folder with config.json and model.safetensors, e.g. "
-        "one saved by `protein-lm finetune` or `save_pretrained`), download it once while online "
-        f"(`hf download {name}`), or use `tiny` for an offline smoke run with a small random ESM-2."
+        f"Model {name!r} is not a local folder, not in the local Hugging Face cache, and the hub "
+        "is unreachable (offline). Either pass a local model directory (a folder with config.json "
+        "and model.safetensors, e.g. one saved by `protein-lm finetune` or `save_pretrained`), "
+        f"download it once while online (`hf download {name}`), or use `tiny` for an offline "
+        "smoke run with a small random ESM-2."
     )
+
+
+def load_config(name_or_path: str) -> Any:
+    """The `EsmConfig` of a hub id, local directory or `tiny`, with the same rules as `load_model`."""
+    transformers = require("transformers", "torch")
+    if name_or_path == "tiny":
+        return tiny_config()
+    source = resolve_model(name_or_path, weights=False)
+    return transformers.AutoConfig.from_pretrained(
+        source.name, local_files_only=source.local_files_only)
 
 
 def load_model(
@@ -180,7 +240,8 @@ def load_model(
     ----------
     name_or_path : str
         A hub id (`facebook/esm2_t12_35M_UR50D`), a key of `ESM2_PRESETS`, a local directory, or
-        `tiny` (random weights seeded by `seed`; for `task="folding"` a tiny ESMFold config).
+        `tiny` (random weights seeded by `seed`; not for `task="folding"`: see
+        `protein_lm.folding.esmfold.load_folding_model`).
     task : str
         One of `TASKS`. Classification heads are new (randomly initialised) unless the directory
         already holds that head; `regression` is a 1-output sequence head with MSE loss.
@@ -199,26 +260,26 @@ def load_model(
         # transformers' EsmForProteinFolding declares no sdpa support and raises on it.
         attn_implementation = "eager"
     cls = getattr(transformers, _AUTO_CLASSES[task])
-    label_kw = _label_kwargs(task, num_labels, id2label)
+    label_kw = label_config_kwargs(task, num_labels, id2label)
     overrides = dict(config_overrides or {})
     if name_or_path == "tiny":
-        if task == "folding":
-            from protein_lm.folding.esmfold import tiny_folding_config  # lazy: folding extra
-
-            config = tiny_folding_config(**overrides)
-        else:
-            config = tiny_config(**{**label_kw, **overrides})
+        if task == "folding":  # the core knows no folding configs; the tiny ESMFold is there
+            raise ValueError(
+                "load_model('tiny', task='folding') is not available; use "
+                "protein_lm.folding.esmfold.load_folding_model('tiny') for a tiny random ESMFold"
+            )
+        config = tiny_config(**{**label_kw, **overrides})
         config._attn_implementation = attn_implementation
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = cls(config).eval()  # eval mode, as from_pretrained returns it
     else:
-        source = _resolve_source(name_or_path)
+        source = resolve_model(name_or_path)
         model = cls.from_pretrained(
-            source,
+            source.name,
             use_safetensors=True,
             attn_implementation=attn_implementation,
-            local_files_only=not _is_remote(source) or not _hub_reachable(),
+            local_files_only=source.local_files_only,
             **({"dtype": dtype} if dtype is not None else {}),
             **label_kw,
             **overrides,

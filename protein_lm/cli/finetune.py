@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from protein_lm.errors import InvalidInputError
+from protein_lm.finetuning.config import FINETUNE_TASKS, SELECTION_METRIC
+
 __all__ = ["add_parser", "run"]
 
-TASKS = ("sequence-classification", "token-classification", "regression")
+TASKS = FINETUNE_TASKS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -50,11 +53,52 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+# Options only the PyTorch path has: refused with --framework tf (value that means "not used").
+_PT_ONLY = (("--lora", "lora", False), ("--class-weights", "class_weights", "none"),
+            ("--gradient-checkpointing", "gradient_checkpointing", False),
+            ("--device", "device", None))
+
+
 def run(args: argparse.Namespace) -> int:
+    """Read and check every table, train with the chosen framework, print where results went."""
+    from protein_lm.data import read_table
+
     if args.framework == "tf":
-        from protein_lm.tf.training import finetune_cli
+        used = [flag for flag, name, unused in _PT_ONLY if getattr(args, name, unused) != unused]
+        if used:
+            raise InvalidInputError(f"{', '.join(used)}: PyTorch-only option(s); drop them or "
+                                    "use --framework pt")
+    files = [args.train, args.validation, args.test]
+    # Every file is read and validated before any model is loaded or training starts.
+    tables = [None if f is None else read_table(f, args.task) for f in files]
+    common = dict(
+        task=args.task, model=args.model, epochs=args.epochs, max_steps=args.max_steps,
+        max_time_s=args.max_time, learning_rate=args.learning_rate,
+        batch_tokens=args.batch_tokens, eval_steps=args.eval_steps, seed=args.seed,
+        precision=args.precision, length_policy=args.length_policy,
+        progress=not getattr(args, "no_progress", False),
+    )
+    if args.framework == "tf":
+        from protein_lm.tf.training import TFFinetuneConfig as Config
+        from protein_lm.tf.training import finetune
+    else:
+        from protein_lm.pt.training import FinetuneConfig as Config
+        from protein_lm.pt.training import finetune
 
-        return finetune_cli(args)
-    from protein_lm.pt.training import finetune_cli
+        common.update(
+            lora=args.lora, lora_rank=args.lora_rank,
+            class_weights=None if args.class_weights == "none" else args.class_weights,
+            gradient_checkpointing=args.gradient_checkpointing,
+            attn_implementation=args.attn_implementation, device=getattr(args, "device", None),
+        )
+    result = finetune(*tables, config=Config(**common), output_dir=args.output_dir,
+                      overwrite=args.overwrite,
+                      source_names=[str(f) if f is not None else "test" for f in files])
+    key = SELECTION_METRIC[args.task]
+    line = (f"validation {key} {result.validation.get(key, float('nan')):.4f} "
+            f"(best step {result.best_step} of {result.steps})")
+    if result.test is not None:
+        line += f", test {key} {result.test.get(key, float('nan')):.4f}"
+    print(f"{line}; model, metrics.json, training_log.csv in {result.output_dir}")
+    return 0
 
-    return finetune_cli(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 __all__ = ["add_parser", "run"]
@@ -19,10 +20,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """FASTA/CSV in, predictions CSV out, with the chosen framework; 1 if a batch failed."""
+    from protein_lm.finetuning.predictions import finetuned_model_dir
+    from protein_lm.finetuning.reporting import read_predict_input
+
+    model_dir = finetuned_model_dir(args.model)  # missing folder, weights: one line, exit 2
+    records = read_predict_input(args.input)  # all input checked before the model is loaded
     if args.framework == "tf":
-        from protein_lm.tf.training import predict_cli
+        from protein_lm.tf.predict import predict  # TF places the model itself (no --device)
 
-        return predict_cli(args)
-    from protein_lm.pt.predict import predict_cli
+        result = predict(model_dir, records, batch_tokens=args.batch_tokens)
+    else:
+        from protein_lm.pt.predict import predict
 
-    return predict_cli(args)
+        result = predict(model_dir, records, batch_tokens=args.batch_tokens, device=args.device,
+                         progress=not getattr(args, "no_progress", False))
+    result.to_csv(args.output)
+    print(f"{len(result.ids)} predictions ({result.task}) written to {args.output}")
+    if result.failed:
+        print(f"{len(result.failed)} record(s) failed (GPU out of memory), first: "
+              f"{result.failed[0]}; rerun them with a lower --batch-tokens", file=sys.stderr)
+        return 1
+    return 0

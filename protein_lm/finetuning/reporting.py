@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import io
 import json
+import logging
 import math
 import numbers
 import os
@@ -42,6 +44,7 @@ __all__ = [
     "write_training_log",
     "read_training_log",
     "write_metrics",
+    "clean_metrics",
     "plot_training_curves",
     "write_predictions",
     "read_predict_input",
@@ -53,6 +56,8 @@ __all__ = [
 TRAINING_LOG = "training_log.csv"
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "training_curves.png"
+
+log = logging.getLogger(__name__)
 _SCORES = ("accuracy", "macro_f1", "mcc", "q3", "spearman", "pearson")  # all within [-1, 1]
 
 
@@ -67,13 +72,63 @@ class LogEntry:
     value: float
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _follow_umask(root: Path) -> None:
+    """Give `root` and everything under it the permissions a plain `open`/`mkdir` would.
+
+    `tempfile.mkdtemp`/`mkstemp` (used here and by libraries writing checkpoints) create 0700
+    folders and 0600 files; results must instead follow the user's umask (0755/0644 at 022).
+    """
+    mask = _umask()
+    os.chmod(root, 0o777 & ~mask)
+    for folder, dirs, files in os.walk(root):
+        for d in dirs:
+            os.chmod(os.path.join(folder, d), 0o777 & ~mask)
+        for f in files:
+            os.chmod(os.path.join(folder, f), 0o666 & ~mask)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale(final: Path) -> None:
+    """Delete temporary siblings of `final` left by killed runs (`.<name>.<pid>.<random>.tmp`).
+
+    A folder whose writer process is still alive (another run into the same output) is kept;
+    folders without a pid in the name (older versions) are always stale.
+    """
+    for stale in final.parent.glob(f".{glob.escape(final.name)}.*"):
+        middle = stale.name[len(final.name) + 2 :]
+        if not stale.is_dir() or not (middle.endswith(".tmp") or middle.startswith("old-")):
+            continue
+        pid = middle.removeprefix("old-").split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+            continue
+        log.info("Removing %s, left behind by an interrupted run", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_output_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a fresh temporary folder that replaces `path` only if the block succeeds.
 
     Raises `InvalidInputError` up front when `path` exists and is not empty (unless `overwrite`),
-    so a run never mixes old and new files. The temporary folder sits beside `path` (same file
-    system, so the final `os.replace` is a rename) and is deleted on any exception.
+    so a run never mixes old and new files. The temporary folder `.<name>.<pid>.<random>.tmp`
+    sits beside `path` (same file system, so the final `os.replace` is a rename) and is deleted on
+    any exception; ones left by killed runs (whose process is gone) are deleted on the next run.
+    The result follows the user's umask (not the 0700/0600 of temporary files).
     """
     final = Path(path)
     if final.exists() and (not final.is_dir() or any(final.iterdir())) and not overwrite:
@@ -82,9 +137,12 @@ def atomic_output_dir(path: str | os.PathLike[str], *, overwrite: bool = False) 
             "directory or pass overwrite=True (CLI: --overwrite)"
         )
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    _remove_stale(final)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.{os.getpid()}.",
+                                suffix=".tmp"))
     try:
         yield tmp
+        _follow_umask(tmp)
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
             os.replace(final, old)
@@ -130,6 +188,19 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def clean_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """One type per metric whichever path produced it: counts (`n_*`, e.g. `n_residues`) are
+    int, everything else float (loggers hand counts over as floats)."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        value = value.item() if hasattr(value, "item") else value
+        if key.startswith("n_") and value is not None and math.isfinite(value):
+            out[key] = int(round(value))
+        else:
+            out[key] = float(value) if isinstance(value, numbers.Real) else value
+    return out
+
+
 def write_metrics(
     path: str | os.PathLike[str],
     validation: Mapping[str, Any],
@@ -140,7 +211,8 @@ def write_metrics(
 
     With `task` in `extra` (a finetune run) the folder's model card `README.md` is (re)written too.
     """
-    payload = {"validation": dict(validation), "test": dict(test) if test is not None else None}
+    payload = {"validation": clean_metrics(validation),
+               "test": clean_metrics(test) if test is not None else None}
     payload.update(extra)
     atomic_write_text(path, json.dumps(_clean(payload), indent=2, sort_keys=True) + "\n")
     if "task" in extra:  # a finetune run (both back ends): its folder also gets a Hub model card

@@ -19,20 +19,16 @@ length. `TokenBudgetTrainer` passes `TokenBudgetBatchSampler` as the loader's `b
 from __future__ import annotations
 
 import time
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from protein_lm.batching import IGNORE_INDEX, Collator, TokenBudgetBatchSampler
-from protein_lm.errors import InvalidInputError
 from protein_lm.finetuning.reporting import LogEntry
-from protein_lm.sequences import RARE_AA, STANDARD_AA
 
 __all__ = [
-    "ExampleDataset",
-    "prepare_split",
+    "is_peft_model",
     "class_weights",
     "metric_functions",
     "make_collator",
@@ -41,92 +37,13 @@ __all__ = [
     "TimeBudget",
 ]
 
-_ALLOWED = frozenset(STANDARD_AA + RARE_AA + "-.")
+
+def is_peft_model(model: Any) -> bool:
+    """True for a peft (LoRA) wrapper."""
+    return hasattr(model, "peft_config") and hasattr(model, "merge_and_unload")
 
 
-class ExampleDataset:
-    """Map-style dataset of `{"sequence", "labels"}` examples (what `Collator` takes)."""
-
-    def __init__(self, sequences: Sequence[str], labels: Sequence[Any] | None = None) -> None:
-        self.sequences = list(sequences)
-        self.labels = None if labels is None else list(labels)
-        self.lengths = np.array([len(s) for s in self.sequences], dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.sequences)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        if self.labels is None:
-            return {"sequence": self.sequences[i]}
-        return {"sequence": self.sequences[i], "labels": self.labels[i]}
-
-
-# ------------------------------------------------------------------------------ data, metrics
-def _as_dataset(data: Any, source: str) -> Any:
-    import datasets
-
-    if isinstance(data, datasets.Dataset):
-        return data
-    if hasattr(data, "to_dict") and hasattr(data, "columns"):  # pandas DataFrame
-        return datasets.Dataset.from_pandas(data, preserve_index=False)
-    if isinstance(data, Mapping):
-        return datasets.Dataset.from_dict(dict(data))
-    raise InvalidInputError(f"{source}: expected a datasets.Dataset, DataFrame or dict of "
-                            f"columns, got {type(data).__name__}")
-
-
-def prepare_split(data: Any, task: str, label2id: dict[str, int] | None, source: str, *,
-                  max_length: int, length_policy: str,
-                  ) -> tuple[ExampleDataset, dict[int, str] | None]:
-    """Validate one split and turn it into an `ExampleDataset`.
-
-    Returns the dataset and `id2label` (classes of this split when `label2id` is None, i.e. for
-    the training split). Errors name `source`, the 1-based row, the id and the field.
-    """
-    from protein_lm.data import encode_labels
-
-    ds = _as_dataset(data, source)
-    missing = {"sequence", "label"} - set(ds.column_names)
-    if missing:
-        raise InvalidInputError(f"{source}: missing column(s) {sorted(missing)}; "
-                                f"has {ds.column_names}")
-    if len(ds) == 0:
-        raise InvalidInputError(f"{source}: no rows")
-    ids = ds["id"] if "id" in ds.column_names else [f"row{i + 1}" for i in range(len(ds))]
-    seqs, labels = ds["sequence"], ds["label"]
-    for i, seq in enumerate(seqs):
-        bad = set(seq) - _ALLOWED if isinstance(seq, str) else {"<not a string>"}
-        if bad or not seq:
-            raise InvalidInputError(
-                f"{source}, row {i + 1} (id {ids[i]!r}), field 'sequence': invalid character(s) "
-                f"{sorted(bad)}; allowed: {STANDARD_AA}{RARE_AA} and gaps (clean with "
-                "sequences.validate)")
-        if task == "token-classification" and len(labels[i]) != len(seq):
-            raise InvalidInputError(f"{source}, row {i + 1} (id {ids[i]!r}), field 'label': "
-                                    f"{len(labels[i])} labels for {len(seq)} residues")
-    import datasets
-
-    shown = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()  # a "Map" bar per split is noise in logs; restored below
-    try:
-        encoded, id2label = encode_labels(ds, task, label2id, source=source)
-    finally:
-        if shown:
-            datasets.enable_progress_bars()
-    too_long = [i for i, s in enumerate(seqs) if len(s) > max_length - 2]
-    if too_long:
-        first = too_long[0]
-        if length_policy == "error":
-            raise InvalidInputError(
-                f"{source}, row {first + 1} (id {ids[first]!r}), field 'sequence': "
-                f"{len(seqs[first])} residues > {max_length - 2}; use length_policy='truncate' "
-                "or split it")
-        warnings.warn(f"{source}: {len(too_long)} sequence(s) longer than {max_length - 2} "
-                      "residues are truncated (their cut-off residues are not trained or scored)",
-                      stacklevel=3)
-    return ExampleDataset(seqs, encoded["labels"]), id2label
-
-
+# ------------------------------------------------------------------------------ loss, metrics
 def class_weights(spec: str | tuple[float, ...] | None, labels: Sequence[Any],
                   n_classes: int) -> list[float] | None:
     """Loss weight per class: None, explicit weights, or "balanced" (inverse class frequency)."""
@@ -222,8 +139,6 @@ def _trainer_class() -> type:
             # but `save_pretrained` writes ESM LayerNorms as `gamma`/`beta`: those keys are
             # silently skipped and the LayerNorms keep their last-step values. `from_pretrained`
             # applies the key conversion, so load through it and copy the weights strictly.
-            from protein_lm.pt.training import is_peft_model
-
             if is_peft_model(self.model) or not self.state.best_model_checkpoint:
                 return super()._load_best_model()
             best = type(self.model).from_pretrained(self.state.best_model_checkpoint)

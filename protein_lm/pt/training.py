@@ -10,7 +10,7 @@ call runs unchanged on N processes under `torchrun` (DDP); only rank 0 writes fi
 Labels: per-residue label i belongs to token i+1 (`<cls>` is token 0); `<cls>`, `<eos>`, padding
 and masked residues are -100 and count neither in the loss nor in Q3. Sequences longer than
 `max_length - 2` residues (default 1,022) follow `length_policy`: "error", or "truncate" (with a
-warning naming how many; their cut-off residues are not scored). `torch_inference.predict`
+warning naming how many; their cut-off residues are not scored). `protein_lm.pt.predict.predict`
 covers long sequences of per-residue tasks with overlapping windows, so every residue is predicted.
 """
 
@@ -32,18 +32,19 @@ from typing import Any
 import numpy as np
 
 from protein_lm.batching import TokenBudgetBatchSampler
-from protein_lm.errors import InvalidInputError, require
+from protein_lm.errors import require
 from protein_lm.finetuning.config import SELECTION_METRIC, FinetuneOptions, FinetuneOutcome
 from protein_lm.finetuning.reporting import (
-    CURVES_FILE, METRICS_FILE, TRAINING_LOG, atomic_output_dir, plot_training_curves,
-    write_metrics, write_training_log,
+    CURVES_FILE, METRICS_FILE, TRAINING_LOG, atomic_output_dir, clean_metrics,
+    plot_training_curves, write_metrics, write_training_log,
 )  # fmt: skip
+from protein_lm.finetuning.splits import prepare_splits
+from protein_lm.pt.trainer import is_peft_model
 
 __all__ = [
     "FinetuneConfig",
     "FinetuneResult",
     "finetune",
-    "finetune_cli",
     "default_learning_rate",
     "is_peft_model",
     "SELECTION_METRIC",
@@ -131,11 +132,6 @@ def _weights_sha256(model: Any) -> str:
     return h.hexdigest()
 
 
-def is_peft_model(model: Any) -> bool:
-    """True for a peft (LoRA) wrapper."""
-    return hasattr(model, "peft_config") and hasattr(model, "merge_and_unload")
-
-
 def _wrap_lora(model: Any, config: FinetuneConfig) -> Any:
     peft = require("peft", "torch")
     token = config.task == "token-classification"
@@ -193,26 +189,14 @@ def finetune(
     from protein_lm.tokenization import hf_tokenizer
     from protein_lm.pt.trainer import (
         LogRecorder, TimeBudget, TokenBudgetTrainer, class_weights, make_collator,
-        metric_functions, prepare_split,
+        metric_functions,
     )  # fmt: skip
 
     task = config.task
-    limits = {"max_length": config.max_length, "length_policy": config.length_policy}
-    train_ds, id2label = prepare_split(train, task, None, source_names[0], **limits)
-    label2id = None if id2label is None else {v: k for k, v in id2label.items()}
-    val_ds, _ = prepare_split(validation, task, label2id, source_names[1], **limits)
-    test_ds = None if test is None else prepare_split(test, task, label2id, source_names[2],
-                                                      **limits)[0]
-    scale = (0.0, 1.0)
-    if task == "regression":
-        y = np.asarray(train_ds.labels, dtype=np.float64)
-        if y.std() == 0:
-            raise InvalidInputError(f"{source_names[0]}: all regression labels are equal")
-        # Standardised targets keep the MSE loss O(1) whatever the label unit.
-        scale = (float(y.mean()), float(y.std()))
-        for ds in (train_ds, val_ds, test_ds):
-            if ds is not None:
-                ds.labels = [(v - scale[0]) / scale[1] for v in ds.labels]
+    splits = prepare_splits(train, validation, test, task, max_length=config.max_length,
+                            length_policy=config.length_policy, source_names=source_names)
+    train_ds, val_ds, test_ds = splits.train, splits.validation, splits.test
+    id2label, scale = splits.id2label, splits.scale
 
     state = PartialState(cpu=config.device == "cpu")
     device = "cpu" if state.device.type == "cpu" else state.device.type
@@ -270,13 +254,13 @@ def finetune(
                        if e.split == "validation" and e.step == best_step}
         if not val_metrics:  # no evaluation logged at the best step: evaluate again
             val_metrics = trainer.evaluate(val_ds)
-        val_metrics = {k.removeprefix("eval_"): v for k, v in val_metrics.items()
-                       if not k.endswith(("runtime", "per_second"))}
+        val_metrics = clean_metrics({k.removeprefix("eval_"): v for k, v in val_metrics.items()
+                                     if not k.endswith(("runtime", "per_second", "epoch"))})
         test_metrics = None
         if test_ds is not None:
             raw = trainer.evaluate(test_ds, metric_key_prefix="test")
-            test_metrics = {k.removeprefix("test_"): v for k, v in raw.items()
-                            if not k.endswith(("runtime", "per_second", "epoch"))}
+            test_metrics = clean_metrics({k.removeprefix("test_"): v for k, v in raw.items()
+                                          if not k.endswith(("runtime", "per_second", "epoch"))})
         final = trainer.model.merge_and_unload() if config.lora else trainer.model
         digest = _weights_sha256(final)
         digests, vals = [digest], [val_metrics]
@@ -311,29 +295,3 @@ def finetune(
         log=tuple(recorder.entries),
     )
 
-
-def finetune_cli(args: Any) -> int:
-    """`protein-lm finetune --framework pt`: read the tables, train, print where results went."""
-    from protein_lm.data import read_table
-
-    files = [args.train, args.validation, *([args.test] if args.test else [])]
-    tables = [read_table(f, args.task) for f in files]
-    config = FinetuneConfig(
-        task=args.task, model=args.model, epochs=args.epochs, max_steps=args.max_steps,
-        max_time_s=args.max_time, learning_rate=args.learning_rate, batch_tokens=args.batch_tokens,
-        eval_steps=args.eval_steps, seed=args.seed, lora=args.lora, lora_rank=args.lora_rank,
-        class_weights=None if args.class_weights == "none" else args.class_weights,
-        gradient_checkpointing=args.gradient_checkpointing, precision=args.precision,
-        attn_implementation=args.attn_implementation, length_policy=args.length_policy,
-        device=args.device, progress=not args.no_progress,
-    )
-    result = finetune(*tables[:2], tables[2] if len(tables) > 2 else None, config=config,
-                      output_dir=args.output_dir, overwrite=args.overwrite,
-                      source_names=[str(f) for f in files] + ["test"] * (3 - len(files)))
-    key = SELECTION_METRIC[args.task]
-    line = (f"validation {key} {result.validation.get(key, float('nan')):.4f} "
-            f"(best step {result.best_step})")
-    if result.test is not None:
-        line += f", test {key} {result.test.get(key, float('nan')):.4f}"
-    print(f"{line}; model, metrics.json, training_log.csv in {result.output_dir}")
-    return 0

@@ -165,31 +165,26 @@ def _assign(model: Any, state: dict[str, np.ndarray], source: str, seed: int) ->
 
 # ------------------------------------------------------------------ loading and saving
 def _checkpoint_files(name_or_path: str) -> tuple[dict[str, Any], list[Path]]:
-    """config.json (as a dict) and safetensors files of a local directory or a hub id."""
-    from protein_lm.models import ESM2_PRESETS  # light: no torch
+    """config.json (as a dict) and safetensors files of a local directory or a hub id.
 
-    name = ESM2_PRESETS.get(name_or_path, {}).get("hub_id", name_or_path)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        files = sorted(path.glob("*.safetensors"))
-        if not (path / "config.json").is_file() or not files:
-            raise ModelNotFoundError(
-                f"{path} is not a model directory: it needs config.json and model.safetensors "
-                "(as written by `protein-lm finetune` or `save_pretrained`)"
-            )
-        return json.loads((path / "config.json").read_text()), files
-    from protein_lm.models import load_config  # offline/uncached hub id -> ModelNotFoundError
+    The name is resolved by `models.resolve_model`, as for PyTorch: same rules, same messages.
+    """
+    from protein_lm.models import resolve_model  # light: no torch
 
-    load_config(name)
+    source = resolve_model(name_or_path)
+    if source.local:
+        path = Path(source.name)
+        return json.loads((path / "config.json").read_text()), sorted(path.glob("*.safetensors"))
     hub = require("huggingface_hub", "tf")
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     try:
-        cfg = hub.hf_hub_download(name, "config.json", local_files_only=offline)
-        weights = hub.hf_hub_download(name, "model.safetensors", local_files_only=offline)
+        cfg = hub.hf_hub_download(source.name, "config.json",
+                                  local_files_only=source.local_files_only)
+        weights = hub.hf_hub_download(source.name, "model.safetensors",
+                                      local_files_only=source.local_files_only)
     except Exception as exc:  # noqa: BLE001 - any hub failure: say what to do
         raise ModelNotFoundError(
-            f"Could not get model.safetensors of {name!r} ({exc}); download it once while online "
-            f"(`hf download {name}`) or pass a local model directory"
+            f"Could not get model.safetensors of {source.name!r} ({exc}); download it once while "
+            f"online (`hf download {source.name}`) or pass a local model directory"
         ) from exc
     return json.loads(Path(cfg).read_text()), [Path(weights)]
 
@@ -202,7 +197,7 @@ def _hf_config(
 ) -> tuple[Any, bool]:
     """An `EsmConfig` for `task`; second value: True when the labels changed (new head)."""
     transformers = require("transformers", "tf")
-    from protein_lm.models import _label_kwargs
+    from protein_lm.models import label_config_kwargs
 
     cfg = (
         config
@@ -215,7 +210,7 @@ def _hf_config(
             }
         )
     )
-    label_kw = _label_kwargs(task, num_labels, id2label)
+    label_kw = label_config_kwargs(task, num_labels, id2label)
     old = (cfg.num_labels, dict(cfg.id2label))
     for key, value in label_kw.items():
         setattr(cfg, key, value)

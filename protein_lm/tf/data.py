@@ -1,100 +1,57 @@
-"""`tf.data` input pipeline and split evaluation for the Keras fine-tuning path.
+"""`tf.data` input pipeline, batched forward passes and split evaluation for the Keras path.
 
 Training batches are `batching.token_budget_batches` (length bucketing: sorted pools of 2,048
 sequences, batch size set by a token budget that counts padding) streamed through
 `tf.data.Dataset.from_generator` with dynamic padding per batch, a new order each epoch. Labels are
-encoded with `data.encode_labels` and scored with `protein_lm.metrics`, as in the PyTorch path.
+validated once for both frameworks (`finetuning.splits`) and scored with `protein_lm.metrics`.
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from protein_lm.batching import IGNORE_INDEX, Collator, token_budget_batches
-from protein_lm.errors import InvalidInputError
-from protein_lm.tf.predict import batch_logits
+from protein_lm.finetuning.splits import Split
+from protein_lm.tokenization import MAX_TOKENS
 
 if TYPE_CHECKING:
-    from protein_lm.tf.training import TFFinetuneConfig
+    from protein_lm.finetuning.config import FinetuneOptions
 
-__all__ = ["Split", "prepare_split", "round_len", "train_dataset", "evaluate_split"]
+__all__ = ["batch_logits", "round_len", "train_dataset", "evaluate_split"]
 
 
 # ----------------------------------------------------------------------------------- data
-@dataclass
-class Split:
-    """A validated split: ids, cleaned sequences and encoded labels (training scale)."""
+def batch_logits(
+    forward: Any, sequences: Sequence[str], batch_tokens: int, max_length: int = MAX_TOKENS
+) -> list[np.ndarray]:
+    """Logits per sequence in input order: (C,) for sequence heads, (T_i, C) for token heads.
 
-    ids: list[str]
-    sequences: list[str]
-    labels: list[Any]  # class id, standardised float, or per-residue ids with -100
-
-
-def prepare_split(
-    data: Any, task: str, label2id: dict[str, int] | None, source: str, config: "TFFinetuneConfig"
-) -> tuple[Split, dict[int, str] | None]:
-    """Validate a split (errors name the row and id) and encode its labels."""
-    import datasets
-
-    from protein_lm.data import encode_labels
-    from protein_lm.sequences import validate
-
-    if hasattr(data, "to_dict") and hasattr(data, "columns"):  # pandas DataFrame
-        data = datasets.Dataset.from_pandas(data, preserve_index=False)
-    elif isinstance(data, Mapping):
-        data = datasets.Dataset.from_dict(dict(data))
-    if not isinstance(data, datasets.Dataset):
-        raise InvalidInputError(
-            f"{source}: expected a datasets.Dataset, DataFrame or dict of "
-            f"columns, got {type(data).__name__}"
+    Batches are token-budget batches of length-sorted sequences (little padding); `forward` maps
+    `{"input_ids", "attention_mask"}` int32 arrays to logits. Longer sequences are truncated to
+    `max_length` tokens.
+    """
+    collate = Collator("none", max_length=max_length)
+    lengths = [min(len(s) + 2, max_length) - 2 for s in sequences]
+    out: list[np.ndarray | None] = [None] * len(sequences)
+    for idx in token_budget_batches(lengths, batch_tokens):
+        b = collate([{"sequence": sequences[i]} for i in idx])
+        logits = np.asarray(
+            forward({k: b[k].astype(np.int32) for k in ("input_ids", "attention_mask")}),
+            np.float32,
         )
-    missing = {"sequence", "label"} - set(data.column_names)
-    if missing or len(data) == 0:
-        raise InvalidInputError(
-            f"{source}: needs rows with columns sequence and label; has "
-            f"{len(data)} rows and columns {data.column_names}"
-        )
-    ids = data["id"] if "id" in data.column_names else [f"row{i + 1}" for i in range(len(data))]
-    seqs, limit = [], config.max_length - 2
-    for i, (rid, seq) in enumerate(zip(ids, data["sequence"])):
-        try:
-            seq = validate(seq, str(rid), gaps="keep")
-        except (ValueError, TypeError) as exc:
-            raise InvalidInputError(
-                f"{source}, row {i + 1} (id {rid!r}), field 'sequence': {exc}"
-            ) from None
-        if task == "token-classification" and len(data[i]["label"]) != len(seq):
-            raise InvalidInputError(
-                f"{source}, row {i + 1} (id {rid!r}), field 'label': "
-                f"{len(data[i]['label'])} labels for {len(seq)} residues"
-            )
-        if len(seq) > limit and config.length_policy == "error":
-            raise InvalidInputError(
-                f"{source}, row {i + 1} (id {rid!r}), field 'sequence': "
-                f"{len(seq)} residues > {limit}; use length_policy='truncate'"
-            )
-        seqs.append(seq)
-    n_long = sum(len(s) > limit for s in seqs)
-    if n_long:
-        warnings.warn(
-            f"{source}: {n_long} sequence(s) longer than {limit} residues are truncated "
-            "(their cut-off residues are not trained or scored)",
-            stacklevel=3,
-        )
-    encoded, id2label = encode_labels(data, task, label2id, source=source)  # type: ignore[arg-type]
-    return Split(list(map(str, ids)), seqs, list(encoded["labels"])), id2label
+        for row, i in enumerate(idx):
+            out[i] = logits[row, : lengths[i] + 2] if logits.ndim == 3 else logits[row]
+    return out  # type: ignore[return-value]
 
 
 def round_len(n_tokens: int, multiple: int) -> int:
     return -(-n_tokens // multiple) * multiple
 
 
-def train_dataset(split: Split, task: str, config: "TFFinetuneConfig", multiple: int) -> Any:
+def train_dataset(split: Split, task: str, config: "FinetuneOptions", multiple: int) -> Any:
     """Endless `tf.data` stream of dynamically padded token-budget batches, reshuffled."""
     import tensorflow as tf
 

@@ -23,6 +23,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from protein_lm.batching import IGNORE_INDEX, token_budget_batches
-from protein_lm.errors import InvalidInputError
 from protein_lm.finetuning.config import SELECTION_METRIC, FinetuneOptions, FinetuneOutcome
 from protein_lm.finetuning.reporting import (
     CURVES_FILE,
@@ -38,14 +38,16 @@ from protein_lm.finetuning.reporting import (
     TRAINING_LOG,
     LogEntry,
     atomic_output_dir,
+    clean_metrics,
     plot_training_curves,
     write_metrics,
     write_training_log,
 )  # fmt: skip
+from protein_lm.finetuning.splits import prepare_splits
 from protein_lm.tf.checkpoint import load_tf_model, save_tf_model
-from protein_lm.tf.data import evaluate_split, prepare_split, round_len, train_dataset
+from protein_lm.tf.data import evaluate_split, round_len, train_dataset
 from protein_lm.tf.model import keras_tf
-from protein_lm.tf.predict import finetune_cli, predict, predict_cli
+from protein_lm.tf.predict import predict
 
 __all__ = [
     "TFFinetuneConfig",
@@ -54,8 +56,6 @@ __all__ = [
     "predict",
     "load_tf_model",
     "save_tf_model",
-    "finetune_cli",
-    "predict_cli",
     "SELECTION_METRIC",
 ]
 
@@ -129,6 +129,7 @@ def finetune(
     config: TFFinetuneConfig,
     output_dir: str | os.PathLike[str],
     overwrite: bool = False,
+    source_names: Sequence[str] = ("train", "validation", "test"),
 ) -> TFFinetuneResult:
     """Fine-tune `config.model` with Keras, keep the best weights on `validation`, score `test`.
 
@@ -139,24 +140,17 @@ def finetune(
         optional `id` and `mask` (0/1 per residue, 0 = unlabelled), e.g. from `data.read_table`.
     output_dir : path
         Written atomically; must not exist or be empty unless `overwrite`.
+    source_names : three str
+        Names of the splits in error messages (the CLI passes the file paths).
     """
     keras = keras_tf()
     import tensorflow as tf
 
     task = config.task
-    train_s, id2label = prepare_split(train, task, None, "train", config)
-    label2id = None if id2label is None else {v: k for k, v in id2label.items()}
-    val_s = prepare_split(validation, task, label2id, "validation", config)[0]
-    test_s = None if test is None else prepare_split(test, task, label2id, "test", config)[0]
-    scale = (0.0, 1.0)
-    if task == "regression":  # standardised targets, as torch_training (scale saved in config)
-        y = np.asarray(train_s.labels, np.float64)
-        if y.std() == 0:
-            raise InvalidInputError("train: all regression labels are equal; nothing to learn")
-        scale = (float(y.mean()), float(y.std()))
-        for s in (train_s, val_s, test_s):
-            if s is not None:
-                s.labels = [(v - scale[0]) / scale[1] for v in s.labels]
+    splits = prepare_splits(train, validation, test, task, max_length=config.max_length,
+                            length_policy=config.length_policy, source_names=source_names)
+    train_s, val_s, test_s = splits.train, splits.validation, splits.test
+    id2label, scale = splits.id2label, splits.scale
 
     policy, jit = _device_settings(config)
     multiple = 64 if jit else 1
@@ -219,7 +213,9 @@ def finetune(
                         step, ep, "train", "learning_rate", float(optimizer.learning_rate.numpy())
                     )
                 )
-                m = evaluate_split(forward, val_s, task, eval_tokens, config.max_length, scale)
+                m = clean_metrics(
+                    evaluate_split(forward, val_s, task, eval_tokens, config.max_length, scale)
+                )
                 entries.extend(LogEntry(step, ep, "validation", k, v) for k, v in m.items())
                 if m[key] > best["score"]:  # keep the best weights in memory, as load_best_model
                     best.update(
@@ -244,7 +240,9 @@ def finetune(
         test_m = (
             None
             if test_s is None
-            else evaluate_split(forward, test_s, task, eval_tokens, config.max_length, scale)
+            else clean_metrics(
+                evaluate_split(forward, test_s, task, eval_tokens, config.max_length, scale)
+            )
         )
         model.hf_config.protein_lm_task = task
         if task == "regression":

@@ -1,4 +1,4 @@
-"""PyTorch fine-tuning: label alignment, config checks, tiny end-to-end runs, DDP, learning on FLIP."""
+"""PyTorch fine-tuning (`pt.training`): label alignment, config checks, tiny runs, DDP, learning."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from protein_lm.sequences import CLS_ID, EOS_ID, ESM2_TOKENS, PAD_ID, STANDARD_A
 from protein_lm.pt.training import FinetuneConfig, finetune  # noqa: E402
 
 SMALL = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _short(ds, n: int, max_len: int = 120):
@@ -75,21 +75,6 @@ def test_token_labels_sit_on_their_residue_tokens(rows):
             assert ESM2_TOKENS[ids[row, i + 1]] == aa
             assert lab[row, i + 1] == labels[i]
         assert lab.shape == (len(rows), width)
-
-
-def test_masked_residues_get_ignore_index_through_the_training_path(ss):
-    """A `mask` of 0 makes the residue's label -100 in the dataset the Trainer consumes."""
-    from protein_lm.pt.trainer import prepare_split
-
-    ds, id2label = prepare_split(ss["train"], "token-classification", None, "train",
-                                 max_length=1024, length_policy="error")
-    assert id2label == {0: "C", 1: "E", 2: "H"}
-    for i in range(len(ds)):
-        row = ss["train"][i]
-        lab = np.asarray(ds[i]["labels"])
-        masked = np.array([m == "0" for m in row["mask"]])
-        assert (lab[masked] == IGNORE_INDEX).all()
-        assert [id2label[v] for v in lab[~masked]] == [c for c, m in zip(row["label"], masked) if not m]
 
 
 # --------------------------------------------------------------------------- validators
@@ -252,18 +237,6 @@ def test_length_policy_error_names_the_record(ss, tmp_path):
         finetune(ss["train"], ss["validation"], config=cfg, output_dir=tmp_path / "long")
 
 
-def test_predict_covers_long_sequences_with_windows(ss, tmp_path):
-    from protein_lm.pt.predict import predict
-
-    out = tmp_path / "m"
-    finetune(ss["train"], ss["validation"], config=_config("token-classification", max_steps=1,
-                                                           eval_steps=1), output_dir=out)
-    long_seq = "".join(ss["train"]["sequence"][:3])  # > 40 residues
-    pred = predict(out, {"long": long_seq, "short": "MKT"}, max_length=40)
-    assert [len(p) for p in pred.predictions] == [len(long_seq), 3]
-    assert set("".join(pred.predictions)) <= {"C", "E", "H"}
-
-
 # --------------------------------------------------------------------------------- DDP
 def test_two_process_ddp_on_cpu_agrees(ss, tmp_path):
     """`torchrun --nproc_per_node 2` runs the CLI entry point with gloo; both ranks end equal."""
@@ -353,7 +326,8 @@ def test_saved_model_is_the_best_checkpoint_not_the_last(ss, tmp_path):
     import transformers
 
     from protein_lm.batching import TokenBudgetBatchSampler
-    from protein_lm.pt.trainer import make_collator, prepare_split
+    from protein_lm.finetuning.splits import prepare_split
+    from protein_lm.pt.trainer import make_collator
 
     cfg = _config("token-classification", max_steps=6, eval_steps=2, learning_rate=0.05)
     res = finetune(ss["train"], ss["validation"], config=cfg, output_dir=tmp_path / "best")
