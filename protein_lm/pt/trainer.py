@@ -60,7 +60,16 @@ def class_weights(spec: str | tuple[float, ...] | None, labels: Sequence[Any],
 
 
 # -------------------------------------------------------------------------------- metrics
-def metric_functions(task: str, scale: tuple[float, float]) -> tuple[Any, Any]:
+def metric_functions(
+    task: str, scale: tuple[float, float] = (0.0, 1.0), extra_metrics: Any = None
+) -> tuple[Any, Any]:
+    """`(preprocess_logits_for_metrics, compute_metrics)` for a transformers `Trainer`.
+
+    `compute` returns the offline metrics (scikit-learn) plus, when given,
+    `extra_metrics(predictions, references) -> {name: value}` called on the labelled positions:
+    class ids (per-residue tasks flattened, ignored positions dropped) or numbers in label units
+    (regression). Example: metrics from the `evaluate` library, when online.
+    """
     from protein_lm.metrics import classification_metrics, regression_metrics, token_metrics
 
     def preprocess(logits: Any, labels: Any) -> Any:
@@ -77,7 +86,20 @@ def metric_functions(task: str, scale: tuple[float, float]) -> tuple[Any, Any]:
             return regression_metrics(labels * std + mean, preds * std + mean)
         return classification_metrics(labels, preds)
 
-    return preprocess, compute
+    if extra_metrics is None:
+        return preprocess, compute
+
+    def compute_with_extra(pred: Any) -> dict[str, float]:
+        preds, labels = np.asarray(pred.predictions), np.asarray(pred.label_ids)
+        if task == "token-classification":
+            keep = labels != IGNORE_INDEX
+            preds, labels = preds[keep], labels[keep]
+        elif task == "regression":
+            preds, labels = preds * scale[1] + scale[0], labels * scale[1] + scale[0]
+        extra = {k: float(v) for k, v in dict(extra_metrics(preds, labels)).items()}
+        return {**compute(pred), **extra}
+
+    return preprocess, compute_with_extra
 
 
 
