@@ -166,6 +166,7 @@ def finetune(
     output_dir: str | os.PathLike[str],
     overwrite: bool = False,
     source_names: Sequence[str] = ("train", "validation", "test"),
+    extra_metrics: Any = None,
 ) -> FinetuneResult:
     """Fine-tune `config.model` on `train`, keep the best checkpoint on `validation`, score `test`.
 
@@ -180,6 +181,9 @@ def finetune(
         empty unless `overwrite`.
     source_names : three str
         Names of the splits in error messages (the CLI passes the file paths).
+    extra_metrics : callable, optional
+        `(predictions, references) -> {name: value}` added to every evaluation, e.g. `evaluate`
+        metrics when online (see `protein_lm.pt.trainer.metric_functions`).
     """
     torch = require("torch", "torch")
     transformers = require("transformers", "torch")
@@ -232,7 +236,7 @@ def finetune(
             activation_checkpointing_kwargs={"use_reentrant": False},
             **_precision_flags(config.precision, device),
         )
-        preprocess, compute = metric_functions(task, scale)
+        preprocess, compute = metric_functions(task, scale, extra_metrics)
         recorder = LogRecorder()
         trainer = TokenBudgetTrainer(
             model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
