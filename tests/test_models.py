@@ -80,3 +80,105 @@ def test_missing_local_directory_and_bad_arguments(tmp_path: Path) -> None:
         load_model("tiny", "bogus")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="`attn_implementation` must be 'eager' or 'sdpa'"):
         load_model("tiny", attn_implementation="flash")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------- one resolver for every command
+class _Trap:
+    """Unpickling this creates `marker`: proof that a pickle was (wrongly) loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (str(self.marker),))
+
+
+def _no_weights_dir(tmp_path: Path, pickled: bool) -> Path:
+    d = tmp_path / ("pickled" if pickled else "config-only")
+    tiny_config(num_layers=1, hidden_size=32, num_heads=4).save_pretrained(d)
+    if pickled:
+        import pickle
+
+        (d / "pytorch_model.bin").write_bytes(pickle.dumps(_Trap(tmp_path / "PICKLE_LOADED")))
+    return d
+
+
+def _argv(command: str, model: str, tmp_path: Path) -> list[str]:
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">a\nMKTAYIAKQR\n")
+    table = tmp_path / "t.csv"
+    table.write_text("id,sequence,label\na,MKT,x\nb,GSH,y\n")
+    return {
+        "predict": ["predict", "--model", model, str(fasta), "-o", str(tmp_path / "p.csv")],
+        "embed": ["embed", "--model", model, str(fasta), "-o", str(tmp_path / "e.npz")],
+        "finetune": ["finetune", "--task", "sequence-classification", "--model", model,
+                     "--train", str(table), "--validation", str(table),
+                     "--output-dir", str(tmp_path / "run"), "--max-steps", "1"],
+    }[command]
+
+
+@pytest.mark.parametrize("pickled", [False, True], ids=["config-only", "pickle-only"])
+@pytest.mark.parametrize("command", ["predict", "embed", "finetune"])
+def test_model_dir_without_safetensors_exits_2_with_one_line(
+    command: str, pickled: bool, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from protein_lm.cli import main
+
+    model = _no_weights_dir(tmp_path, pickled)
+    assert main(_argv(command, str(model), tmp_path)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert str(model) in err and "model.safetensors" in err and "refused on purpose" in err
+    if pickled:
+        assert "pytorch_model.bin" in err
+    assert not (tmp_path / "PICKLE_LOADED").exists()  # the pickle was never opened
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".run", "run"))]
+
+
+@pytest.mark.parametrize("command", ["predict", "embed", "finetune"])
+def test_missing_path_says_folder_does_not_exist(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from protein_lm.cli import main
+
+    missing = "path/that/does/not/exist"
+    assert main(_argv(command, missing, tmp_path)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"'{missing}' does not exist" in err
+    assert "hf download" not in err
+
+
+@pytest.mark.parametrize(
+    ("name", "path_like"),
+    [("path/that/does/not/exist", True), ("./model", True), ("~/runs/m", True),
+     ("/abs/model", True), ("facebook/esm2_t6_8M_UR50D", False), ("esm2_t6_8M", False)],
+    ids=["nested", "dot", "home", "absolute", "hub-id", "preset"],
+)
+def test_resolver_tells_paths_from_hub_ids(
+    name: str, path_like: bool, monkeypatch, tmp_path: Path
+) -> None:
+    from protein_lm.models import resolve_model
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError) as err:
+        resolve_model(name)
+    message = str(err.value)
+    if path_like:
+        assert "does not exist" in message and "hf download" not in message
+    else:
+        assert "hf download facebook/esm2_t6_8M_UR50D" in message
+
+
+def test_tf_loader_uses_the_same_resolver(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    from protein_lm.tf.checkpoint import load_tf_model
+
+    model = _no_weights_dir(tmp_path, pickled=True)
+    with pytest.raises(ModelNotFoundError, match="refused on purpose"):
+        load_tf_model(str(model), "regression")
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        load_tf_model("path/that/does/not/exist", "regression")
+    assert not (tmp_path / "PICKLE_LOADED").exists()

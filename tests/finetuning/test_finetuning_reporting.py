@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
+import stat
+import tempfile
 
 import numpy as np
 import pytest
@@ -12,6 +16,7 @@ from protein_lm.errors import InvalidInputError
 from protein_lm.finetuning.reporting import (
     LogEntry,
     atomic_output_dir,
+    clean_metrics,
     plot_training_curves,
     read_predict_input,
     read_training_log,
@@ -103,3 +108,46 @@ def test_read_predict_input_fasta_and_csv(tmp_path):
     nocol.write_text("id,seq\nq1,MKT\n")
     with pytest.raises(InvalidInputError, match="no 'sequence' column"):
         read_predict_input(nocol)
+
+
+def test_atomic_output_dir_removes_stale_temp_folders_of_killed_runs(tmp_path, caplog):
+    out = tmp_path / "run"
+    old_style = tmp_path / ".run.k2j4h8sd.tmp"  # before pids were in the name
+    dead = tmp_path / ".run.999999999.abcd1234.tmp"  # no such process
+    alive = tmp_path / f".run.{os.getppid()}.abcd1234.tmp"  # another run still writing
+    other = tmp_path / ".runs.999999999.abcd1234.tmp"  # a different output: not ours
+    for d in (old_style, dead, alive, other):
+        (d / "checkpoints").mkdir(parents=True)
+    with caplog.at_level(logging.INFO, logger="protein_lm"):
+        with atomic_output_dir(out) as tmp:
+            assert tmp.name.startswith(f".run.{os.getpid()}.")
+            (tmp / "metrics.json").write_text("{}")
+    assert not old_style.exists() and not dead.exists()
+    assert alive.exists() and other.exists()
+    assert "interrupted run" in caplog.text and str(dead) in caplog.text
+
+
+def test_atomic_output_dir_follows_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_output_dir(tmp_path / "run") as tmp:
+            fd, _ = tempfile.mkstemp(dir=tmp, suffix=".safetensors")  # 0600, as libraries do
+            os.close(fd)
+            tempfile.mkdtemp(dir=tmp)  # 0700
+            (tmp / "metrics.json").write_text("{}")
+    finally:
+        os.umask(old)
+    out = tmp_path / "run"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    for p in out.rglob("*"):
+        assert stat.S_IMODE(p.stat().st_mode) == (0o755 if p.is_dir() else 0o644), p
+
+
+def test_metric_counts_are_int_whichever_path_logged_them(tmp_path):
+    """Regression: the PyTorch logger handed `n_residues` over as float for validation only."""
+    assert clean_metrics({"q3": np.float32(0.5), "n_residues": 120.0}) == {
+        "q3": 0.5, "n_residues": 120}
+    write_metrics(tmp_path / "m.json", {"q3": 0.5, "n_residues": 120.0},
+                  {"q3": 0.4, "n_residues": np.int64(80)})
+    data = json.loads((tmp_path / "m.json").read_text())
+    assert type(data["validation"]["n_residues"]) is type(data["test"]["n_residues"]) is int

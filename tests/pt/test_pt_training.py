@@ -354,3 +354,34 @@ def test_gradient_checkpointing_and_eager_attention_run(ss, tmp_path):
     assert res.steps == 2 and 0 <= res.validation["q3"] <= 1
     saved = transformers.AutoConfig.from_pretrained(tmp_path / "gc")
     assert saved.protein_lm_task == "token-classification"
+
+
+def test_cli_run_removes_stale_temp_dirs_follows_umask_and_writes_int_counts(ss, tmp_path, capsys):
+    """F3, F8, F9: a killed run's hidden temp folder is removed by the next run; results are
+    0644/0755 under umask 022 (not mkdtemp's 0600/0700); `n_residues` is an int in both splits."""
+    from protein_lm.cli import main
+    from protein_lm.data import write_table
+
+    write_table(ss["train"], tmp_path / "train.csv")
+    write_table(ss["validation"], tmp_path / "val.csv")
+    _save_small_model(tmp_path / "small")
+    stale = tmp_path / ".run.k2j4h8sd.tmp"  # what a killed run leaves
+    (stale / "checkpoints").mkdir(parents=True)
+    old = os.umask(0o022)
+    try:
+        code = main(["finetune", "--task", "token-classification", "--model",
+                     str(tmp_path / "small"), "--train", str(tmp_path / "train.csv"),
+                     "--validation", str(tmp_path / "val.csv"), "--test", str(tmp_path / "val.csv"),
+                     "--output-dir", str(tmp_path / "run"), "--max-steps", "2", "--eval-steps", "2",
+                     "--batch-tokens", "2000", "--device", "cpu", "--no-progress"])
+    finally:
+        os.umask(old)
+    assert code == 0 and "validation q3" in capsys.readouterr().out
+    assert not stale.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    out = tmp_path / "run"
+    assert oct(out.stat().st_mode & 0o777) == oct(0o755)
+    assert oct((out / "model.safetensors").stat().st_mode & 0o777) == oct(0o644)
+    assert all(p.stat().st_mode & 0o777 == (0o755 if p.is_dir() else 0o644) for p in out.rglob("*"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert type(metrics["validation"]["n_residues"]) is int
+    assert type(metrics["test"]["n_residues"]) is int
