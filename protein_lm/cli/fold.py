@@ -29,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Fold; exit 1 if a record failed (each logged at WARNING, then a line with the count)."""
     from protein_lm.folding.bulk import fold_fasta, parse_shard, shard_from_env
 
     chunk = args.chunk_size

@@ -4,14 +4,19 @@ Layout of `output_dir`:
 
 - `<id>.pdb` (or `.cif`) per folded record, written atomically (temp file + rename), so a file
   that exists is complete. pTM, mean pLDDT and timing are in its header (`read_metadata`).
+- `<id>_scores.json` beside it: per-residue pLDDT, the PAE matrix, max_pae, pTM (and ipTM for
+  multimers); schema in `protein_lm.folding.results`. Written atomically just before the
+  structure file, so a structure file that exists has its scores.
 - `errors/<id>.txt` for a record that could not be folded (reason and message); it is retried on
   the next run and removed once the record folds.
 - `summary.csv`, rebuilt atomically from those files at the end of every run (also after Ctrl-C):
   one row per input record with `status` ok / failed / pending.
 
-Resume: a rerun skips every record whose structure file exists. Sharding: `shard=(i, n)` folds
-every n-th record (round-robin over length-sorted records, so shards get similar work); n
-processes or machines can share one output directory (e.g. torchrun: `shard_from_env()`).
+Resume: a rerun skips every record whose structure file and scores JSON both exist (a record
+with only one of them, e.g. from a version without scores, is folded again). Sharding:
+`shard=(i, n)` folds every n-th record (round-robin over length-sorted records, so shards get
+similar work); n processes or machines can share one output directory (e.g. torchrun:
+`shard_from_env()`).
 """
 
 from __future__ import annotations
@@ -27,10 +32,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from protein_lm.errors import InvalidInputError, require
-from protein_lm.folding.esmfold import DEFAULT_MODEL, MAX_LENGTH, FoldFailure, FoldResult, prepare
-from protein_lm.folding.runtime import Folder
-from protein_lm.sequences import FastaRecord, atomic_write_text, read_fasta
+from protein_lm.folding.esmfold import build_folder, prepare
+from protein_lm.folding.results import (
+    DEFAULT_MODEL,
+    MAX_LENGTH,
+    FoldFailure,
+    FoldResult,
+    scores_path,
+)
 from protein_lm.folding.structure import read_metadata
+from protein_lm.sequences import FastaRecord, atomic_write_text, read_fasta
 
 __all__ = [
     "BulkReport",
@@ -102,8 +113,10 @@ def fold_fasta(
 ) -> BulkReport:
     """Fold every record of `input_fasta` (this process's shard) into `output_dir`; see module doc.
 
-    Bad records (invalid letters, empty chains, too long, out of memory) are logged, written to
-    `errors/` and `summary.csv`, and the run goes on. Folding arguments are those of `fold`.
+    Bad records (invalid letters, empty chains, too long, out of memory) are logged at WARNING
+    (one line each: id, reason, message), written to `errors/` and `summary.csv`, and the run
+    goes on; a final WARNING gives their number and the `errors/` folder. Folding arguments are
+    those of `fold`.
     """
     if fmt not in ("pdb", "cif"):
         raise ValueError(f"`fmt` must be 'pdb' or 'cif', got {fmt!r}")
@@ -112,11 +125,13 @@ def fold_fasta(
     out = _writable_dir(Path(output_dir))
     names = _file_names(records)
     mine = _shard(records, *shard)
-    done = {r.id for r in mine if (out / f"{names[r.id]}.{fmt}").exists()}
+    done = {r.id for r in mine if _complete(out, names[r.id], fmt)}
     todo = [r for r in mine if r.id not in done]
     for r in todo:  # temp files of a killed run of this shard (other shards' are left alone)
-        for stale in out.glob(f".{names[r.id]}.{fmt}.*.tmp"):
-            stale.unlink(missing_ok=True)
+        path = out / f"{names[r.id]}.{fmt}"
+        for target in (path, scores_path(path)):
+            for stale in out.glob(f".{target.name}.*.tmp"):
+                stale.unlink(missing_ok=True)
     log.info(
         "%d records in shard %d/%d: %d already folded, %d to fold",
         len(mine),
@@ -128,7 +143,9 @@ def fold_fasta(
     try:
         items, bad = prepare(todo, max_length=max_length)
         # Load the model before any record is reported, so a bad --model fails fast and cleanly.
-        folder = Folder(model, device, chunk_size, num_recycles, cpu_fallback) if items else None
+        folder = (
+            build_folder(model, device, chunk_size, num_recycles, cpu_fallback) if items else None
+        )
         for failure in bad:
             _record_failure(out, names[failure.id], failure)
         failed += len(bad)
@@ -150,6 +167,14 @@ def fold_fasta(
     finally:
         summary = write_summary(records, out, fmt, names)
     log.info("folded %d, skipped %d, failed %d; summary: %s", folded, len(done), failed, summary)
+    if failed:
+        log.warning(
+            "%d record(s) not folded; one file per record in %s (reason and message), "
+            "status in %s; a rerun retries them",
+            failed,
+            out / "errors",
+            summary,
+        )
     return BulkReport(out, folded, len(done), failed, summary)
 
 
@@ -164,7 +189,7 @@ def write_summary(
     for rec in records:
         path, err = out / f"{names[rec.id]}.{fmt}", out / "errors" / f"{names[rec.id]}.txt"
         row = {"id": rec.id, "length": sum(c.isalpha() for c in rec.sequence), "status": "pending"}
-        if path.exists():
+        if _complete(out, names[rec.id], fmt):
             meta = read_metadata(path)
             row.update(
                 file=path.name,
@@ -225,11 +250,17 @@ def _shard(records: list[FastaRecord], index: int, count: int) -> list[FastaReco
     return [records[k] for k in sorted(order[index::count])]
 
 
+def _complete(out: Path, name: str, fmt: str) -> bool:
+    """Both the structure file and its scores JSON exist (each is written atomically)."""
+    path = out / f"{name}.{fmt}"
+    return path.exists() and scores_path(path).exists()
+
+
 def _write(out: Path, name: str, result: FoldResult, fmt: str) -> int:
+    """Structure file and scores JSON (`FoldResult.write`); a failure is recorded, not raised."""
     try:
         result.write(out / f"{name}.{fmt}", fmt)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001 - e.g. StructureWriteError (NaN): report, go on
-        log.error("%s: could not write the structure: %s", result.id, exc)
         _record_failure(out, name, FoldFailure(result.id, result.sequence, "write", str(exc)))
         return 0
     (out / "errors" / f"{name}.txt").unlink(missing_ok=True)
@@ -237,6 +268,7 @@ def _write(out: Path, name: str, result: FoldResult, fmt: str) -> int:
 
 
 def _record_failure(out: Path, name: str, failure: FoldFailure) -> None:
-    log.warning("%s: not folded (%s): %s", failure.id, failure.reason, failure.message)
+    message = " ".join(failure.message.split())  # one line per record
+    log.warning("%s: not folded (%s): %s", failure.id, failure.reason, message)
     (out / "errors").mkdir(exist_ok=True)
     atomic_write_text(out / "errors" / f"{name}.txt", f"{failure.reason}\t{failure.message}\n")

@@ -9,27 +9,40 @@ What `fold` adds to `model.infer`:
 - **Multimers**: `"SEQA:SEQB"` (ColabFold syntax) is folded as one chain with a poly-G linker
   (25 G) and a residue-index jump (512) between chains, like fair-esm's ESMFold; the linker is
   removed from the output and chains get ids A, B, ...
-- **Memory policy**: the language model runs in float16 on GPU and float32 on CPU (half on CPU is
-  a known crash/slow path); the trunk chunk size is chosen from the length and free memory
-  (`folding_runtime.auto_chunk_size`); on `torch.cuda.OutOfMemoryError` a batch is split, then
-  retried with halved chunks, then on CPU, then reported as a `FoldFailure` - never a crash
-  mid-batch.
+- **Memory policy** (`protein_lm.folding.runtime`, applied to the loaded model): the language
+  model runs in float16 on GPU and float32 on CPU (half on CPU is a known crash/slow path); the
+  trunk chunk size is chosen from the length and free memory (`runtime.auto_chunk_size`); on
+  `torch.cuda.OutOfMemoryError` a batch is split, then retried with halved chunks, then on CPU,
+  then reported as a `FoldFailure` - never a crash mid-batch.
 - Unknown residues (X, and B/Z/U/O, which ESMFold maps to X) are written as `UNK` with a CA only.
+
+Loading lives here too: `load_folding_model` (hub id, local directory, or `tiny`: a small random
+ESMFold built from `tiny_folding_config`). The result records are in `protein_lm.folding.results`
+(re-exported here).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from protein_lm.errors import InvalidInputError, InvalidSequenceError, ProteinLMError, require
+from protein_lm.errors import InvalidInputError, InvalidSequenceError, require
+from protein_lm.folding.results import (
+    DEFAULT_MODEL,
+    MAX_LENGTH,
+    FoldFailure,
+    FoldingError,
+    FoldInput,
+    FoldResult,
+    chain_id,
+)
+from protein_lm.folding.runtime import Folder, place
+from protein_lm.models import load_model, resolve_device, tiny_config
 from protein_lm.sequences import FastaRecord, read_fasta, validate
-from protein_lm.folding.structure import CHAIN_IDS, Structure
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -40,125 +53,12 @@ __all__ = [
     "FoldingError",
     "tiny_folding_config",
     "load_folding_model",
+    "build_folder",
     "fold",
     "iter_fold",
     "prepare",
     "parse_chains",
 ]
-
-DEFAULT_MODEL = "facebook/esmfold_v1"
-MAX_LENGTH = 1024  # ESM-2 was trained on <= 1024 residues (1026 positions incl. cls/eos)
-
-
-class FoldingError(ProteinLMError, RuntimeError):
-    """Records could not be folded (out of memory after every fallback, or a model error)."""
-
-
-@dataclass(frozen=True, eq=False)
-class FoldResult:
-    """One predicted structure (linker removed). L = number of residues over all chains.
-
-    Attributes
-    ----------
-    positions : ndarray of float32, shape (L, 37, 3)
-        atom37 coordinates in Angstrom (openfold atom order); zero where `atom_mask` is False.
-    atom_mask : ndarray of bool, shape (L, 37)
-    plddt : ndarray of float32, shape (L,)
-        Per-residue pLDDT (CA atom) on the 0-100 scale.
-    pae : ndarray of float32, shape (L, L)
-        Predicted aligned error in Angstrom (row: aligned residue, column: scored residue).
-    ptm : float
-        Predicted TM-score (0-1) over the L real residues.
-    chain_index : ndarray of int64, shape (L,)
-        0-based chain number of each residue.
-    seconds : float
-        Wall time of the residue's batch divided by the batch size.
-    """
-
-    id: str
-    sequence: str
-    positions: np.ndarray
-    atom_mask: np.ndarray
-    plddt: np.ndarray
-    pae: np.ndarray
-    ptm: float
-    chain_index: np.ndarray
-    seconds: float = 0.0
-    device: str = "cpu"
-    chunk_size: int | None = None
-
-    @property
-    def chains(self) -> tuple[str, ...]:
-        return tuple(self.sequence.split(":"))
-
-    @property
-    def mean_plddt(self) -> float:
-        return float(self.plddt.mean())
-
-    def __len__(self) -> int:
-        return len(self.plddt)
-
-    def to_structure(self) -> Structure:
-        """Atom-level `Structure` with the residue's pLDDT (0-100) as every atom's B-factor."""
-        rc = require("transformers.models.esm.openfold_utils.residue_constants", "fold")
-        seq = self.sequence.replace(":", "")
-        res_idx, atom_idx = np.nonzero(
-            self.atom_mask
-        )  # row-major: residue by residue, atom37 order
-        names = np.array(rc.atom_types)[atom_idx]
-        three = np.array([rc.restype_1to3.get(a, "UNK") for a in seq])
-        res_id = np.empty(len(seq), dtype=np.int64)
-        for c in np.unique(self.chain_index):  # 1-based numbering within each chain
-            rows = np.flatnonzero(self.chain_index == c)
-            res_id[rows] = np.arange(1, len(rows) + 1)
-        chain = np.array([_chain_id(int(c)) for c in range(int(self.chain_index.max()) + 1)])
-        return Structure(
-            coords=self.positions[res_idx, atom_idx].astype(np.float32),
-            atom_name=names, res_name=three[res_idx], res_id=res_id[res_idx],
-            chain_id=chain[self.chain_index[res_idx]], element=np.array([n[0] for n in names]),
-            b_factor=self.plddt[res_idx].astype(np.float32),
-            metadata={"id": self.id, "length": str(len(self)),
-                      "mean_plddt": f"{self.mean_plddt:.2f}", "ptm": f"{self.ptm:.4f}",
-                      "seconds": f"{self.seconds:.3f}"},
-        )  # fmt: skip
-
-    def to_pdb(self) -> str:
-        return self.to_structure().to_pdb()
-
-    def to_mmcif(self) -> str:
-        return self.to_structure().to_mmcif(self.id)
-
-    def write(
-        self, path: str | os.PathLike[str], fmt: Literal["pdb", "cif"] | None = None
-    ) -> Path:
-        """Write atomically as PDB or mmCIF (by `fmt` or the file suffix)."""
-        return self.to_structure().write(path, fmt)
-
-
-@dataclass(frozen=True)
-class FoldFailure:
-    """A record that was not folded; `reason`: invalid, too-long, out-of-memory, error or write."""
-
-    id: str
-    sequence: str
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True, eq=False)
-class FoldInput:
-    """A checked record as model input (`prepare`); `aatype`/`residx`/`real` include the linker."""
-
-    id: str
-    chains: tuple[str, ...]
-    aatype: np.ndarray  # (L_fold,) openfold residue types incl. linker
-    residx: np.ndarray  # (L_fold,) residue index with a jump between chains
-    real: np.ndarray  # (L_fold,) bool, False on linker residues
-    chain_index: np.ndarray  # (L_real,)
-
-    @property
-    def length(self) -> int:
-        return len(self.aatype)
 
 
 def tiny_folding_config(**overrides: Any) -> Any:
@@ -168,8 +68,6 @@ def tiny_folding_config(**overrides: Any) -> Any:
     `overrides` update `EsmConfig` fields; an `esmfold_config` dict is merged into the default
     (nested `trunk`/`structure_module` dicts too).
     """
-    from protein_lm.models import tiny_config
-
     esmfold: dict[str, Any] = {
         "fp16_esm": False,  # the dtype policy is applied by `load_folding_model`, not at __init__
         "lddt_head_hid_dim": 16,
@@ -195,17 +93,35 @@ def load_folding_model(
     """Load ESMFold (hub id, local dir or `tiny`): language model fp16 on GPU, fp32 on CPU.
 
     Loads on CPU first and casts the language model before moving, so the GPU never holds the
-    3.5B-parameter model in float32.
+    3.5B-parameter model in float32. `tiny` is a random ESMFold from `tiny_folding_config`
+    (weights seeded by `seed`, eval mode like `from_pretrained`).
     """
-    from protein_lm.models import load_model, resolve_device
-
-    # ESMFold does not declare sdpa support; eager attention is what transformers uses for it.
-    model = load_model(
-        name_or_path, task="folding", device="cpu", seed=seed, attn_implementation="eager"
-    )
-    from protein_lm.folding.runtime import place
-
+    if name_or_path == "tiny":
+        torch = require("torch", "torch")
+        transformers = require("transformers", "torch")
+        config = tiny_folding_config()
+        config._attn_implementation = "eager"  # ESMFold declares no sdpa support
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = transformers.EsmForProteinFolding(config).eval()
+    else:
+        model = load_model(
+            str(name_or_path), task="folding", device="cpu", seed=seed, attn_implementation="eager"
+        )
     return place(model, resolve_device(device))
+
+
+def build_folder(
+    model: Any,
+    device: str | None = None,
+    chunk_size: int | str | None = "auto",
+    num_recycles: int | None = None,
+    cpu_fallback: bool = True,
+) -> Folder:
+    """A `runtime.Folder` for a loaded model, or for a name loaded with `load_folding_model`."""
+    if isinstance(model, (str, os.PathLike)):
+        model = load_folding_model(str(model), device=device)
+    return Folder(model, device, chunk_size, num_recycles, cpu_fallback)
 
 
 def parse_chains(sequence: str, record_id: str = "sequence") -> tuple[str, ...]:
@@ -229,7 +145,7 @@ def parse_chains(sequence: str, record_id: str = "sequence") -> tuple[str, ...]:
         raise InvalidSequenceError(f"Empty chain ('::') in {record_id!r}; remove the extra ':'")
     if len(parts) == 1:
         return (validate(parts[0], record_id),)
-    return tuple(validate(p, f"{record_id}, chain {_chain_id(k)}") for k, p in enumerate(parts))
+    return tuple(validate(p, f"{record_id}, chain {chain_id(k)}") for k, p in enumerate(parts))
 
 
 def fold(
@@ -274,9 +190,7 @@ def fold(
     if failures:
         exc = InvalidInputError if failures[0].reason == "too-long" else InvalidSequenceError
         raise exc(failures[0].message)
-    from protein_lm.folding.runtime import Folder
-
-    folder = Folder(model, device, chunk_size, num_recycles, cpu_fallback)
+    folder = build_folder(model, device, chunk_size, num_recycles, cpu_fallback)
     by_id: dict[str, FoldResult] = {}
     bad: list[FoldFailure] = []
     for out in folder.iter(items, max_tokens):
@@ -300,11 +214,8 @@ def iter_fold(
     cpu_fallback: bool = True,
 ) -> Iterator[FoldResult | FoldFailure]:
     """Fold prepared items (see `prepare`) in length-sorted batches; yields results or failures."""
-    from protein_lm.folding.runtime import Folder
-
-    yield from Folder(model, device, chunk_size, num_recycles, cpu_fallback).iter(
-        items, max_tokens
-    )
+    folder = build_folder(model, device, chunk_size, num_recycles, cpu_fallback)
+    yield from folder.iter(items, max_tokens)
 
 
 def prepare(
@@ -369,15 +280,6 @@ def prepare(
             )
         )
     return items, failures
-
-
-def _chain_id(k: int) -> str:
-    """A, B, ..., 9 for the first 62 chains, then two characters (mmCIF only)."""
-    return (
-        CHAIN_IDS[k]
-        if k < len(CHAIN_IDS)
-        else CHAIN_IDS[k // len(CHAIN_IDS) - 1] + CHAIN_IDS[k % len(CHAIN_IDS)]
-    )
 
 
 def _is_path(text: str) -> bool:

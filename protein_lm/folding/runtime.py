@@ -1,5 +1,7 @@
 """Running ESMFold within memory: precision, trunk chunk size, and out-of-memory fallbacks.
 
+Works on an already loaded `EsmForProteinFolding` (loading is `esmfold.load_folding_model`).
+
 Policy (`Folder.fold_batch`): fold a length-sorted batch with the chunk size from `auto_chunk_size`
 (or the user's); on `torch.cuda.OutOfMemoryError` split the batch in halves, then retry one record
 with halved chunk sizes down to 4, then on CPU (language model in fp32), then return a
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from protein_lm.errors import require
-from protein_lm.folding.esmfold import FoldFailure, FoldInput, FoldResult
+from protein_lm.folding.results import MAX_PAE, FoldFailure, FoldInput, FoldResult
 
 __all__ = [
     "CHUNK_SIZES",
@@ -28,6 +30,7 @@ __all__ = [
     "auto_chunk_size",
     "free_memory",
     "place",
+    "interface_ptm",
 ]
 
 log = logging.getLogger(__name__)
@@ -95,10 +98,10 @@ def free_memory(device: str) -> int:
 
 
 class Folder:
-    """Holds an ESMFold model and applies the memory policy (chunk size, OOM fallbacks, devices).
+    """Holds a loaded ESMFold and applies the memory policy (chunk size, OOM fallbacks, devices).
 
-    `model` is a name for `load_folding_model` or a loaded `EsmForProteinFolding` (cast per the
-    precision policy and kept on its device unless `device` is given).
+    `model` is a loaded `EsmForProteinFolding` (see `esmfold.load_folding_model`); it is cast per
+    the precision policy (`place`) and kept on its device unless `device` is given.
     """
 
     def __init__(
@@ -117,11 +120,11 @@ class Folder:
             )
         self.torch = require("torch", "torch")
         if isinstance(model, (str, os.PathLike)):
-            from protein_lm.folding.esmfold import load_folding_model
-
-            model = load_folding_model(str(model), device=device)
-        else:
-            model = place(model, device or str(next(model.parameters()).device))
+            raise TypeError(
+                f"Folder needs a loaded model, got the name {str(model)!r}; load it with "
+                "protein_lm.folding.esmfold.load_folding_model (or use esmfold.build_folder)"
+            )
+        model = place(model, device or str(next(model.parameters()).device))
         self.model, self.chunk_size, self.num_recycles = model, chunk_size, num_recycles
         self.home = str(next(model.parameters()).device)
         self.cpu_fallback = cpu_fallback
@@ -233,6 +236,8 @@ class Folder:
         mask37 = out["atom37_atom_exists"].cpu().numpy() > 0.5  # (B, L, 37)
         plddt = out["plddt"][..., 1].float().cpu().numpy() * 100.0  # CA atom, 0-1 -> 0-100
         pae = out["predicted_aligned_error"].float().cpu().numpy()  # (B, L, L) Angstrom
+        top = out.get("max_predicted_aligned_error")  # the last bin centre: one value for all
+        max_pae = MAX_PAE if top is None else float(top.reshape(-1)[0])
         results = []
         for b, it in enumerate(items):
             idx = np.flatnonzero(it.real)
@@ -243,6 +248,7 @@ class Folder:
             sel = self.torch.as_tensor(idx, device=out["ptm_logits"].device)
             logits = out["ptm_logits"][b].index_select(0, sel).index_select(1, sel).float()
             ptm = float(of.compute_tm(logits, max_bin=31, no_bins=logits.shape[-1]))
+            multimer = len(it.chains) > 1
             results.append(
                 FoldResult(
                     it.id,
@@ -253,12 +259,32 @@ class Folder:
                     pae[b][np.ix_(idx, idx)].astype(np.float32),
                     ptm,
                     it.chain_index,
-                    0.0,
-                    device,
-                    chunk,
+                    device=device,
+                    chunk_size=chunk,
+                    iptm=interface_ptm(logits, it.chain_index) if multimer else None,
+                    max_pae=max_pae,
                 )
             )
         return results
+
+
+def interface_ptm(logits: Any, chain_index: np.ndarray, max_bin: float = 31.0) -> float:
+    """ipTM as in AlphaFold-Multimer: pTM restricted to residue pairs in different chains.
+
+    `logits` is ESMFold's `ptm_logits` of one structure on real residues, shape (L, L, bins);
+    d0 uses all L residues, each aligned residue's TM term is averaged over the residues of the
+    other chains, and the best aligned residue is taken (as `compute_tm` does for pTM).
+    """
+    torch = require("torch", "torch")
+    n, bins = logits.shape[0], logits.shape[-1]
+    step = max_bin / (bins - 2)  # boundaries: linspace(0, max_bin, bins - 1)
+    centers = torch.arange(bins, dtype=torch.float32, device=logits.device) * step + step / 2
+    d0 = 1.24 * (max(n, 19) - 15) ** (1.0 / 3) - 1.8
+    term = (logits.float().softmax(-1) * (1.0 / (1 + centers**2 / d0**2))).sum(-1)  # (L, L)
+    chains = torch.as_tensor(chain_index, device=logits.device)
+    other = (chains[:, None] != chains[None, :]).float()  # (L, L)
+    per_aligned = (term * other).sum(-1) / (other.sum(-1) + 1e-8)  # (L,)
+    return float(per_aligned.max())
 
 
 def place(model: Any, device: str) -> Any:

@@ -1,7 +1,7 @@
 """Protein structures: a `Structure` record with PDB/mmCIF writers, and analysis on biotite.
 
 Writers are hand-written (explicit-width f-strings for PDB, one `atom_site` loop for mmCIF) rather
-than biotite's `PDBFile.set_structure`, so that `import protein_lm.folding.esmfold` does not need biotite,
+than biotite's `PDBFile.set_structure`, so that folding does not need biotite,
 the checks are ours (`_check_writable`, shared by both formats, with messages that name the
 fix) and run metadata (pTM, timing) goes into the file header. Tests round-trip both formats
 through biotite.
@@ -30,6 +30,7 @@ __all__ = [
     "Comparison",
     "load_structure",
     "read_metadata",
+    "structure_format",
     "ca_rmsd",
     "tm_score",
     "secondary_structure",
@@ -149,12 +150,14 @@ class Structure:
     ) -> Path:
         """Write atomically (temp file + rename) as PDB or mmCIF; `fmt` defaults to the suffix."""
         path = Path(path)
-        fmt = fmt or ("cif" if path.suffix.lower() in (".cif", ".mmcif") else "pdb")
+        atomic_write_text(path, self.to_text(structure_format(path, fmt), path.stem))
+        return path
+
+    def to_text(self, fmt: Literal["pdb", "cif"], name: str = "model") -> str:
+        """`to_pdb()` or `to_mmcif(name)` by `fmt`."""
         if fmt not in ("pdb", "cif"):
             raise ValueError(f"`fmt` must be 'pdb' or 'cif', got {fmt!r}")
-        text = self.to_pdb() if fmt == "pdb" else self.to_mmcif(path.stem)
-        atomic_write_text(path, text)
-        return path
+        return self.to_pdb() if fmt == "pdb" else self.to_mmcif(name)
 
     @classmethod
     def from_atom_array(cls, atoms: Any, metadata: Mapping[str, str] | None = None) -> Structure:
@@ -201,6 +204,19 @@ class Comparison:
     sequence_identity: float
     reference_length: int
     model_length: int
+
+
+def structure_format(
+    path: str | os.PathLike[str], fmt: Literal["pdb", "cif"] | None = None
+) -> Literal["pdb", "cif"]:
+    """`fmt` if given, else "cif" for a `.cif`/`.mmcif` suffix and "pdb" otherwise.
+
+    >>> structure_format("model.cif"), structure_format("model.ent"), structure_format("x", "cif")
+    ('cif', 'pdb', 'cif')
+    """
+    if fmt is not None:
+        return fmt
+    return "cif" if Path(path).suffix.lower() in (".cif", ".mmcif") else "pdb"
 
 
 def load_structure(path: str | os.PathLike[str], model: int = 1, chain: str | None = None) -> Any:

@@ -1,4 +1,4 @@
-"""ESMFold on a tiny random config: units, pTM over real residues, multimers, memory policy."""
+"""ESMFold on a tiny random config: loading, units, pTM over real residues, multimers, inputs."""
 
 from __future__ import annotations
 
@@ -12,11 +12,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("biotite")
 import biotite.structure.io as bio_io  # noqa: E402
 
-from protein_lm.folding import runtime as folding_runtime  # noqa: E402
 from protein_lm.errors import InvalidInputError, InvalidSequenceError  # noqa: E402
 from protein_lm.folding.esmfold import (  # noqa: E402
-    FoldingError,
-    FoldResult,
     _raw_records,
     fold,
     load_folding_model,
@@ -24,7 +21,7 @@ from protein_lm.folding.esmfold import (  # noqa: E402
     prepare,
     tiny_folding_config,
 )
-from protein_lm.folding.runtime import Folder, auto_chunk_size  # noqa: E402
+from protein_lm.folding.runtime import Folder  # noqa: E402
 from protein_lm.sequences import FastaRecord  # noqa: E402
 
 LYSO = (  # hen lysozyme, PDB 1AKI
@@ -39,16 +36,21 @@ def model():
     return load_folding_model("tiny", device="cpu")
 
 
-def test_tiny_config_is_a_tiny_esmfold() -> None:
+def test_tiny_config_is_a_tiny_esmfold(model) -> None:
     from protein_lm.models import load_model
 
     cfg = tiny_folding_config()
     assert cfg.is_folding_model and cfg.esmfold_config.trunk.num_blocks == 1
     assert cfg.hidden_size == 32 and cfg.vocab_size == 33 and cfg.hidden_dropout_prob == 0.0
+    assert type(model).__name__ == "EsmForProteinFolding" and not model.training
     # ESMFold declares no sdpa support in transformers, so it is loaded with eager attention.
-    m = load_model("tiny", task="folding", device="cpu", attn_implementation="eager")
-    assert type(m).__name__ == "EsmForProteinFolding"
-    assert sum(p.numel() for p in m.parameters()) < 200_000
+    assert model.config._attn_implementation == "eager"
+    assert sum(p.numel() for p in model.parameters()) < 200_000
+    same = load_folding_model("tiny", device="cpu", seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), same.parameters()))
+    # The core builds no folding models: the tiny ESMFold lives in protein_lm.folding.
+    with pytest.raises(ValueError, match=r"load_folding_model\('tiny'\)"):
+        load_model("tiny", task="folding", device="cpu")
     deeper = tiny_folding_config(esmfold_config={"trunk": {"num_blocks": 2}}, num_layers=3)
     assert deeper.esmfold_config.trunk.num_blocks == 2 and deeper.num_hidden_layers == 3
     assert deeper.esmfold_config.trunk.structure_module.num_blocks == 2  # nested defaults kept
@@ -200,134 +202,6 @@ def test_language_model_is_fp32_on_cpu_even_if_halved(model) -> None:
     fold(TRP, model)
     assert next(model.esm.parameters()).dtype == torch.float32
     assert not any(p.requires_grad for p in model.parameters())
-
-
-# ---------------------------------------------------------------- memory policy
-def test_auto_chunk_size_shrinks_with_memory_and_grows_with_length() -> None:
-    gib = 2**30
-    assert auto_chunk_size(50, 8 * gib) is None
-    assert auto_chunk_size(2000, 80 * gib) is not None  # (2000^3 x 4 heads) attention does not fit
-    sizes = [auto_chunk_size(800, m * gib) for m in (4, 8, 16, 32)]
-    assert sizes == sorted(sizes, key=lambda c: c or 10**9)
-    assert auto_chunk_size(3000, 1 * gib) == 4  # nothing fits: smallest, then the OOM fallbacks
-    assert auto_chunk_size(500, 4 * gib, batch_size=4) <= (auto_chunk_size(500, 4 * gib) or 10**9)
-
-
-def _oom(msg: str = "CUDA out of memory (simulated)") -> Exception:
-    return torch.cuda.OutOfMemoryError(msg)
-
-
-def test_oom_retries_with_smaller_chunks(model, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_run, attempts = Folder.run, []
-
-    def run(self, items, device, chunk):
-        attempts.append((len(items), device, chunk))
-        if chunk is None or chunk > 16:
-            raise _oom()
-        return real_run(self, items, device, chunk)
-
-    monkeypatch.setattr(Folder, "run", run)
-    (res,) = fold({"x": LYSO[:60]}, model, chunk_size=None)
-    assert res.chunk_size == 16 and res.id == "x"
-    assert attempts == [(1, "cpu", None), (1, "cpu", 32), (1, "cpu", 16)]
-
-
-def test_oom_splits_batches_before_shrinking_chunks(
-    model, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real_run, attempts = Folder.run, []
-
-    def run(self, items, device, chunk):
-        attempts.append(len(items))
-        if len(items) > 1:
-            raise _oom()
-        return real_run(self, items, device, chunk)
-
-    monkeypatch.setattr(Folder, "run", run)
-    out = fold({"a": TRP, "b": TRP[:15], "c": TRP[:12]}, model, max_tokens=10_000)
-    assert [r.id for r in out] == ["a", "b", "c"] and attempts[0] == 3 and attempts.count(1) == 3
-
-
-def test_oom_on_gpu_falls_back_to_cpu(model, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Simulated GPU: every attempt on 'cuda' runs out of memory, the CPU attempt folds it."""
-    real_run, attempts = Folder.run, []
-
-    def run(self, items, device, chunk):
-        attempts.append((device, chunk))
-        if device == "cuda":
-            raise _oom()
-        return real_run(self, items, device, chunk)
-
-    monkeypatch.setattr(Folder, "run", run)
-    monkeypatch.setattr(folding_runtime, "_free", lambda device: None)
-    folder = Folder(model, "cpu", 64, None, cpu_fallback=True)
-    folder.home = "cuda"  # pretend the model lives on a GPU
-    items, _ = prepare([FastaRecord("x", LYSO[:70])])
-    (res,) = folder.fold_batch(items)
-    assert isinstance(res, FoldResult) and res.device == "cpu"
-    assert attempts == [
-        ("cuda", 64),
-        ("cuda", 32),
-        ("cuda", 16),
-        ("cuda", 8),
-        ("cuda", 4),
-        ("cpu", 64),
-    ]
-
-
-def test_oom_everywhere_is_reported_not_raised_mid_batch(
-    model, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real_run = Folder.run
-
-    def run(self, items, device, chunk):
-        if any(it.id == "huge" for it in items):
-            raise _oom()
-        return real_run(self, items, device, chunk)
-
-    monkeypatch.setattr(Folder, "run", run)
-    from protein_lm.folding.esmfold import iter_fold
-
-    items, _ = prepare(
-        [FastaRecord("ok", TRP), FastaRecord("huge", LYSO), FastaRecord("ok2", TRP[:15])]
-    )
-    out = {r.id: r for r in iter_fold(items, model, max_tokens=10_000)}
-    assert isinstance(out["ok"], FoldResult) and isinstance(out["ok2"], FoldResult)
-    assert out["huge"].reason == "out-of-memory" and "larger GPU" in out["huge"].message
-    with pytest.raises(FoldingError, match="'huge': out of memory"):
-        fold({"ok": TRP, "huge": LYSO}, model)
-
-
-def test_other_errors_fail_only_their_batch(model, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_run = Folder.run
-
-    def run(self, items, device, chunk):
-        if items[0].id == "boom":
-            raise RuntimeError("kernel exploded")
-        return real_run(self, items, device, chunk)
-
-    monkeypatch.setattr(Folder, "run", run)
-    from protein_lm.folding.esmfold import iter_fold
-
-    items, _ = prepare([FastaRecord("boom", TRP), FastaRecord("fine", LYSO)])
-    out = {r.id: r for r in iter_fold(items, model, max_tokens=30)}
-    assert out["boom"].reason == "error" and "kernel exploded" in out["boom"].message
-    assert isinstance(out["fine"], FoldResult)
-
-
-def test_chunk_size_is_validated(model) -> None:
-    with pytest.raises(ValueError, match="chunk_size"):
-        fold(TRP, model, chunk_size=0)
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_language_model_is_fp16_on_gpu() -> None:
-    m = load_folding_model("tiny", device="cuda")
-    assert next(m.esm.parameters()).dtype == torch.float16
-    assert next(m.trunk.parameters()).dtype == torch.float32
-    (res,) = fold(LYSO, m)
-    assert res.device.startswith("cuda") and np.isfinite(res.positions).all()
 
 
 def test_result_is_frozen(model) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -11,15 +12,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("biotite")
 import biotite.structure.io as bio_io  # noqa: E402
 
-from protein_lm.folding.bulk import fold_fasta, parse_shard, safe_filename  # noqa: E402
 from protein_lm.cli import main  # noqa: E402
 from protein_lm.errors import InvalidInputError  # noqa: E402
+from protein_lm.folding.bulk import fold_fasta, parse_shard, safe_filename  # noqa: E402
 from protein_lm.folding.esmfold import load_folding_model  # noqa: E402
 from protein_lm.folding.runtime import Folder  # noqa: E402
 
@@ -87,6 +89,11 @@ def test_bulk_writes_one_file_per_record_and_a_summary(model, tmp_path: Path, fm
         assert 0 <= float(row["mean_plddt"]) <= 100 and 0 < float(row["ptm"]) < 1
         assert float(row["seconds"]) > 0
         _complete(out / row["file"], len(seq.replace(":", "")))
+        scores = json.loads((out / f"{safe_filename(rid)}_scores.json").read_text())
+        assert np.shape(scores["pae"]) == (int(row["length"]),) * 2
+        assert float(row["ptm"]) == pytest.approx(scores["ptm"], abs=1e-4)
+        assert ("iptm" in scores) == (":" in seq)  # multimers only
+    assert not list(out.glob("bad*")) and not list(out.glob("long*"))
     assert (
         rows["bad"]["status"] == "failed:invalid" and "'J' at position 4" in rows["bad"]["message"]
     )
@@ -165,6 +172,30 @@ def test_resume_removes_a_truncated_temp_file_and_refolds_it(
     assert report.skipped == 1 and report.folded == 1 and dict(counting) == {"b": 1}
     assert not list(out.glob(".*.tmp"))
     _complete(out / "b.pdb", len(SEQS["p6"]))
+
+
+def test_resume_refolds_a_record_whose_scores_json_is_missing(
+    model, tmp_path: Path, counting: Counter
+) -> None:
+    fasta = _fasta(tmp_path / "in.fasta", {"a": SEQS["p1"], "b": SEQS["p6"]})
+    out = tmp_path / "out"
+    fold_fasta(fasta, out, model, progress=False)
+    (out / "b_scores.json").unlink()  # e.g. an output folder from before scores JSON existed
+    assert _summary(out)["a"]["status"] == "ok"
+    assert write_summary_status(fasta, out)["b"] == "pending"
+    counting.clear()
+    report = fold_fasta(fasta, out, model, progress=False)
+    assert (report.skipped, report.folded) == (1, 1) and dict(counting) == {"b": 1}
+    assert json.loads((out / "b_scores.json").read_text())["plddt"]
+
+
+def write_summary_status(fasta: Path, out: Path) -> dict[str, str]:
+    """Statuses of a summary rebuilt from the files now in `out`."""
+    from protein_lm.folding.bulk import write_summary
+    from protein_lm.sequences import read_fasta
+
+    write_summary(read_fasta(fasta, validate_sequences=False), out, "pdb")
+    return {rid: row["status"] for rid, row in _summary(out).items()}
 
 
 def test_shards_are_disjoint_and_cover_everything(
@@ -259,3 +290,20 @@ def test_cli_fold(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "file").write_text("x")
     assert main(["fold", str(fasta), "-o", str(tmp_path / "file" / "o"), "--model", "tiny"]) == 2
     assert "not writable" in capsys.readouterr().err
+
+
+def test_cli_fold_reports_each_failed_record_at_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    fasta = _fasta(tmp_path / "in.fasta", {"a": SEQS["p6"], "b": "MKTJ", "c": "MKT:"})
+    out = tmp_path / "out"
+    with caplog.at_level("INFO", logger="protein_lm"):
+        assert main(["fold", str(fasta), "-o", str(out), "--model", "tiny", "--no-progress"]) == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 3, warnings
+    assert warnings[0].startswith("b: not folded (invalid): Invalid residue 'J' at position 4")
+    assert warnings[1].startswith("c: not folded (invalid): Chain separator ':' at the end")
+    assert all("\n" not in w for w in warnings)
+    assert warnings[2].startswith("2 record(s) not folded") and str(out / "errors") in warnings[2]
+    assert "folded 1, skipped 0 (already done), failed 2" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "errors").iterdir()) == ["b.txt", "c.txt"]
