@@ -1,11 +1,13 @@
 """Write notebooks/embeddings_and_variants.ipynb (outputs stripped). Run from the repo root."""
 
-import nbformat as nbf
+from notebook_common import badge, code, md, setup_code, write
 
-md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+NAME = "embeddings_and_variants.ipynb"
 
 cells = [
-    md("""# Embeddings, contact maps and zero-shot variant effects
+    md(f"""# Embeddings, contact maps and zero-shot variant effects
+
+{badge(NAME)}
 
 A protein language model is useful *without* fine-tuning:
 
@@ -19,12 +21,22 @@ A protein language model is useful *without* fine-tuning:
 Smoke mode (CI, `PROTEIN_LM_SMOKE=1`) uses a tiny *random* ESM-2 on a small subset: it checks that the
 pipeline runs, and its numbers mean nothing (probe near the majority class, Spearman near 0, a contact map
 of noise; with this random model, "contacts" above 0.5 are everywhere). Full mode uses `facebook/esm2_t33_650M_UR50D` (set `MODEL` to `facebook/esm2_t12_35M_UR50D` for a
-faster, weaker run); a GPU makes it minutes."""),
-    code("""# Setup: in Colab install the package; SMOKE (set by CI) = tiny model, small subset, CPU, ~1 minute.
-import os, sys
-if "google.colab" in sys.modules:
-    get_ipython().run_line_magic("pip", "install -q 'protein_lm[torch,notebooks] @ git+https://github.com/protein-lm/protein_lm'")
-SMOKE = os.environ.get("PROTEIN_LM_SMOKE", "0") == "1"
+faster, weaker run); a GPU makes it minutes.
+
+## Primer
+
+> 🤖 **Embeddings for biologists.** Inside the model every residue is a vector of a few hundred numbers
+> (an *embedding*) that summarises what the model inferred about it from the whole sequence. Averaging
+> them over the residues gives one vector per protein. A **linear probe** is the simplest classifier on
+> top (here logistic regression): if it works, the information was already in the embedding.
+>
+> 🧬 **Variant effects for ML readers.** A *mutation* such as `H24C` replaces the residue `H` at
+> position 24 by `C`. A **deep mutational scan** (DMS) measures the effect of thousands of such mutations on
+> the protein's function (here: how well bacteria carrying each mutant of the TEM-1 enzyme survive an
+> antibiotic). A language model scores a mutation *zero-shot* (no training on the scan) by how plausible
+> it finds the new residue; the **Spearman** rank correlation with the measurements says how well those
+> scores order the mutants. A **contact map** marks pairs of residues that are close in 3D."""),
+    code(setup_code("tiny model, small subset, CPU, ~1 minute") + """
 
 import torch
 from protein_lm.models import load_model, resolve_device
@@ -52,12 +64,11 @@ from protein_lm import data
 from protein_lm.embeddings import embed
 
 deeploc = data.load_deeploc("localization")
-if SMOKE:  # a seeded random sample of short proteins per split
-    def subset(ds, n):
-        ds = ds.shuffle(seed=0)
-        return ds.select([i for i, s in enumerate(ds["sequence"]) if len(s) <= 300][:n])
-    deeploc = {"train": subset(deeploc["train"], 120), "validation": subset(deeploc["validation"], 40),
-               "test": subset(deeploc["test"], 60)}
+if SMOKE:  # seeded samples of short proteins, every compartment in every split
+    sizes = {"train": 120, "validation": 40, "test": 60}
+    deeploc = {k: data.stratified_subset(deeploc[k], n, max_length=400) for k, n in sizes.items()}
+for split, ds in deeploc.items():
+    print(f"{split:10s} {len(ds):5d} proteins", dict(sorted(Counter(ds["label"]).items())))
 
 X, y = {}, {}
 for split, ds in deeploc.items():
@@ -176,7 +187,4 @@ writes a transformers model directory that every tool here loads (`load_model("e
 contacts within 1e-5."""),
 ]
 
-nb = nbf.v4.new_notebook(cells=cells)
-nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-nb.metadata["language_info"] = {"name": "python"}
-nbf.write(nb, "notebooks/embeddings_and_variants.ipynb")
+write(cells, NAME)
