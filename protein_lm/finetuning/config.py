@@ -1,6 +1,6 @@
 """Fine-tuning options shared by the PyTorch and Keras paths (one set of names, defaults, checks).
 
-`torch_training.FinetuneConfig` and `tf_training.TFFinetuneConfig` extend `FinetuneOptions` with
+`pt.training.FinetuneConfig` and `tf.training.TFFinetuneConfig` extend `FinetuneOptions` with
 the options only their framework has, so both validate the common options identically; their
 results extend `FinetuneOutcome`.
 """

@@ -352,15 +352,6 @@ def test_non_empty_output_dir_is_left_alone(tables: dict, tmp_path: Path) -> Non
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
 
-def test_predict_needs_a_trained_head(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
-    from protein_lm.models import load_model
-
-    load_model("tiny", "masked-lm").save_pretrained(tmp_path)
-    with pytest.raises(InvalidInputError, match="not a fine-tuned"):
-        predict(tmp_path, ["MKT"])
-
-
 # ------------------------------------------------------------------------------- learning
 @pytest.mark.slow
 def test_tiny_from_scratch_learns_secondary_structure(shared_data: Path, tmp_path: Path) -> None:
