@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from protein_lm.errors import DataNotFoundError, InvalidInputError, InvalidSequenceError
-from protein_lm.sequences import read_fasta, validate
+from protein_lm.sequences import read_fasta, read_text, validate
 
 __all__ = [
     "SOURCES",
@@ -333,7 +333,7 @@ def read_table(path: str | os.PathLike[str], task: TableTask) -> Any:
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"{path}: file not found")
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path)  # non-UTF-8 bytes: InvalidInputError naming file, line and offset
     if not text.strip():
         raise InvalidInputError(f"{path}: file is empty")
     delim = "\t" if path.suffix.lower() in (".tsv", ".tab") or "\t" in text.splitlines()[0] else ","

@@ -3,10 +3,13 @@
 Bulk runs (`embed_to_file`) are resumable and atomic: records are cut, in input order, into
 shards of `shard_size`; each shard is written to a temporary file and renamed into place
 (`os.replace`), so a shard file is either complete or absent. A rerun with the same input and
-options skips finished shards; a folder made from other input or options is refused (its
-`manifest.json` does not match) rather than mixed. The final `.npz`/`.npy`/`.parquet` file is
-written the same way, then the shard folder `<output>.parts/` is removed. An output without a
-suffix is a shard folder itself (read it with `load_embeddings`).
+options skips finished shards; a folder holding shards of other input or options is refused
+(its `manifest.json` does not match) rather than mixed. Every record is checked (ids, lengths
+against `long_policy`) before the folder is created, and a run that fails before its first shard
+removes the folder it created, so the corrected command can start at once. The final
+`.npz`/`.npy`/`.parquet` file is written the same way, then the shard folder `<output>.parts/` is
+removed. An output without a suffix is a shard folder itself (read it with `load_embeddings`).
+Files are created with the permissions of a plain `open()` (0666 minus the umask).
 
 `.npz` layout: `ids` (N,), `lengths` (N,), `layers`, `mean_<layer>` (N, D); with per-residue
 output `per_residue_<layer>` (sum L, D) rows concatenated in record order; with contacts
@@ -27,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from protein_lm.embeddings import Embeddings, embed
+from protein_lm.embeddings import Embeddings, check_records, embed
 from protein_lm.errors import InvalidInputError, require
-from protein_lm.sequences import FastaRecord, as_records, atomic_write_text
+from protein_lm.sequences import FastaRecord, as_records, atomic_write_text, current_umask
 
 __all__ = [
     "FORMATS",
@@ -131,6 +134,7 @@ def save_embeddings(emb: Embeddings, path: str | os.PathLike[str]) -> Path:
         )
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; results follow the umask
     try:
         if suffix == ".npz":
             np.savez(tmp, **_to_arrays(emb))
@@ -181,8 +185,9 @@ def embed_to_file(
     if suffix not in FORMATS:
         raise InvalidInputError(f"Output {output} must end in .npz, .npy, .parquet or be a folder")
     records = as_records(sequences)
+    # Every record is checked before anything is written, so bad input leaves no folder behind.
+    check_records(records, long_policy=embed_kwargs.get("long_policy", "error"))
     parts_dir = output if suffix == "" else output.with_name(output.name + ".parts")
-    parts_dir.mkdir(parents=True, exist_ok=True)
     options = {k: v for k, v in sorted(embed_kwargs.items()) if k not in ("progress", "num_threads")}
     digest = hashlib.sha256()
     for r in records:
@@ -190,16 +195,34 @@ def embed_to_file(
     manifest = {"records": len(records), "shard_size": shard_size, "input_sha256":
                 digest.hexdigest(), "model": model_name, "options": json.loads(json.dumps(
                     options, default=str))}
+    created = not parts_dir.exists()
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        shard_paths = _write_shards(model, records, parts_dir, manifest, shard_size, embed_kwargs)
+    except BaseException:
+        # Failed before any shard was finished (e.g. a bad --layers): leave nothing behind, so
+        # the corrected command is not refused as "a different run".
+        if created and not any(parts_dir.glob("shard-*.npz")):
+            shutil.rmtree(parts_dir, ignore_errors=True)
+        raise
+    if suffix == "":
+        return output
+    save_embeddings(concat_embeddings(load_embeddings(s) for s in shard_paths), output)
+    shutil.rmtree(parts_dir)
+    return output
+
+
+def _write_shards(model: Any, records: list[FastaRecord], parts_dir: Path, manifest: dict[str, Any],
+                  shard_size: int, embed_kwargs: dict[str, Any]) -> list[Path]:
+    """Check or write `manifest.json`, then embed every shard not finished yet; the shard paths."""
     man_path = parts_dir / "manifest.json"
-    if man_path.is_file():
-        old = json.loads(man_path.read_text())
-        if old != manifest:
-            raise InvalidInputError(
-                f"{parts_dir} holds shards of a different run (input, model or options differ); "
-                "delete it or choose another output"
-            )
-    else:
-        atomic_write_text(man_path, json.dumps(manifest, indent=1))
+    done = sorted(parts_dir.glob("shard-*.npz"))
+    if man_path.is_file() and json.loads(man_path.read_text()) != manifest and done:
+        raise InvalidInputError(
+            f"{parts_dir} holds shards of a different run (input, model or options differ); "
+            "delete it or choose another output"
+        )
+    atomic_write_text(man_path, json.dumps(manifest, indent=1))  # no shards yet: any run may start
     shard_paths = []
     for k, start in enumerate(range(0, len(records), shard_size)):
         shard = parts_dir / f"shard-{k:05d}.npz"
@@ -207,8 +230,4 @@ def embed_to_file(
         if shard.is_file():
             continue  # finished in an earlier run
         save_embeddings(embed(model, records[start : start + shard_size], **embed_kwargs), shard)
-    if suffix == "":
-        return output
-    save_embeddings(concat_embeddings(load_embeddings(s) for s in shard_paths), output)
-    shutil.rmtree(parts_dir)
-    return output
+    return shard_paths

@@ -42,6 +42,8 @@ __all__ = [
     "embed",
     "batch_plan",
     "mean_pool",
+    "check_records",
+    "thread_limit",
 ]
 
 log = logging.getLogger(__name__)
@@ -160,9 +162,7 @@ def embed(
     """
     torch = require("torch", "torch")
     records = as_records(sequences)
-    _check_unique(records)
-    if long_policy not in ("error", "window"):
-        raise ValueError(f"`long_policy` must be 'error' or 'window', got {long_policy!r}")
+    check_records(records, long_policy=long_policy)
     if max_tokens <= 0:
         raise ValueError(f"`max_tokens` must be > 0, got {max_tokens}")
     base = getattr(model, "esm", model)
@@ -174,7 +174,7 @@ def embed(
     device = next(model.parameters()).device
     if strategy == "auto":
         strategy = "padded" if device.type == "cuda" else "exact"
-    items = _expand(records, long_policy)  # (record index, start, sub-sequence)
+    items = _expand(records)  # (record index, start, sub-sequence); long ones windowed
     lengths = np.array([len(s) for _, _, s in items], dtype=np.int64)
     plan = batch_plan(lengths, max_tokens, strategy)
     if contacts:
@@ -192,7 +192,7 @@ def embed(
     if contacts and previous != "eager":
         model.set_attn_implementation("eager")
     try:
-        with _thread_limit(device, num_threads), torch.inference_mode():
+        with thread_limit(device, num_threads), torch.inference_mode():
             queue = list(plan)
             while queue:
                 batch = queue.pop(0)
@@ -261,8 +261,28 @@ def _forward(
 
 
 @contextlib.contextmanager
-def _thread_limit(device: Any, num_threads: int | str | None = "auto") -> Iterator[None]:
-    """Set torch's CPU threads for a block (see `embed`'s `num_threads`) and restore them."""
+def thread_limit(device: Any, num_threads: int | str | None = "auto") -> Iterator[None]:
+    """Set torch's CPU threads for a block and restore them afterwards.
+
+    The CPU-thread policy of every inference loop here (`embed`, the variant scores).
+
+    Parameters
+    ----------
+    device : torch.device or str
+        Only a CPU device is limited; on CUDA (or anything else) nothing changes.
+    num_threads : int, "auto" or None
+        An int sets that many threads. "auto" uses fewer threads than torch's current setting
+        when the machine is already busy (cores minus the 1-minute load average, at least 1),
+        because oversubscribed intra-op threads stall each other; it leaves torch alone when
+        `OMP_NUM_THREADS` is set. None leaves torch's setting.
+
+    Examples
+    --------
+    >>> import torch
+    >>> with thread_limit("cpu", 1):
+    ...     torch.get_num_threads()
+    1
+    """
     torch = require("torch", "torch")
     before = torch.get_num_threads()
     n = _threads(before, num_threads) if getattr(device, "type", str(device)) == "cpu" else None
@@ -300,7 +320,25 @@ def _resolve_layers(layers: int | Sequence[int], n_layers: int) -> tuple[int, ..
     return tuple(dict.fromkeys(out))
 
 
-def _check_unique(records: list[FastaRecord]) -> None:
+def check_records(records: Sequence[FastaRecord], *, long_policy: LongPolicy = "error") -> None:
+    """Check records before any work: unique ids, and no sequence over `MAX_RESIDUES` residues
+    unless `long_policy="window"`. Raises `InvalidInputError` / `InvalidSequenceError` naming the
+    record (and the CLI option that fixes it), the error `embed` would raise mid-run.
+    """
+    if long_policy not in ("error", "window"):
+        raise ValueError(f"`long_policy` must be 'error' or 'window', got {long_policy!r}")
+    _check_unique(records)
+    if long_policy == "error":
+        for rec in records:
+            if len(rec.sequence) > MAX_RESIDUES:
+                raise InvalidSequenceError(
+                    f"Sequence {rec.id!r} has {len(rec.sequence)} residues > {MAX_RESIDUES} (the "
+                    "ESM-2 limit); pass long_policy='window' (CLI: --long window) to average "
+                    "overlapping windows, or split it"
+                )
+
+
+def _check_unique(records: Sequence[FastaRecord]) -> None:
     seen: dict[str, int] = {}
     for i, r in enumerate(records):
         if r.id in seen:
@@ -310,19 +348,13 @@ def _check_unique(records: list[FastaRecord]) -> None:
         seen[r.id] = i
 
 
-def _expand(records: list[FastaRecord], long_policy: str) -> list[tuple[int, int, str]]:
+def _expand(records: list[FastaRecord]) -> list[tuple[int, int, str]]:
     items = []
     for r_i, rec in enumerate(records):
         seq = rec.sequence
         if len(seq) <= MAX_RESIDUES:
             items.append((r_i, 0, seq))
             continue
-        if long_policy == "error":
-            raise InvalidSequenceError(
-                f"Sequence {rec.id!r} has {len(seq)} residues > {MAX_RESIDUES} (the ESM-2 limit); "
-                "pass long_policy='window' (CLI: --long window) to average overlapping windows, or "
-                "split it"
-            )
         step = MAX_RESIDUES // 2
         starts = list(range(0, len(seq) - MAX_RESIDUES, step)) + [len(seq) - MAX_RESIDUES]
         items.extend((r_i, s, seq[s : s + MAX_RESIDUES]) for s in starts)

@@ -37,7 +37,9 @@ __all__ = [
     "read_fasta",
     "write_fasta",
     "as_records",
+    "read_text",
     "atomic_write_text",
+    "current_umask",
 ]
 
 # The ESM-2 vocabulary in id order (fair-esm `Alphabet.from_architecture("ESM-1b")`, transformers'
@@ -154,7 +156,7 @@ def read_fasta(
         path = Path(source)
         if not path.is_file():
             raise InvalidInputError(f"FASTA file not found: {path}")
-        text, name = path.read_text(encoding="utf-8-sig"), str(path)
+        text, name = read_text(path), str(path)
     records: list[FastaRecord] = []
     seen: dict[str, int] = {}
     header: tuple[int, str] | None = None
@@ -229,21 +231,46 @@ def as_records(
     return out
 
 
+def read_text(path: str | os.PathLike[str]) -> str:
+    """The text of a UTF-8 file (a leading byte-order mark is dropped).
+
+    Raises `InvalidInputError` naming the file, the line and the byte offset of the first byte
+    that is not UTF-8 (e.g. a Latin-1 export), instead of a bare `UnicodeDecodeError`.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InvalidInputError(
+            f"{path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start}); save the file as UTF-8"
+        ) from None
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same folder and an atomic rename."""
+    """Write `text` to `path` via a temporary file in the same folder and an atomic rename.
+
+    The file gets the permissions a plain `open()` would give it (0666 minus the umask).
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
-        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process umask (read by setting it and restoring it at once)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def write_fasta(

@@ -20,17 +20,20 @@ more favourable, summed over the mutations of a multi-mutant (an additive model)
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from protein_lm.errors import InvalidInputError, require
-from protein_lm.sequences import ESM2_TOKENS, MASK_ID, STANDARD_AA, validate
+from protein_lm.sequences import ESM2_TOKENS, MASK_ID, STANDARD_AA, read_text, validate
 
 __all__ = [
     "STRATEGIES",
@@ -43,6 +46,7 @@ __all__ = [
     "pseudo_log_likelihood",
     "evaluate_dms",
     "score_dataframe",
+    "read_mutations",
 ]
 
 log = logging.getLogger(__name__)
@@ -252,11 +256,13 @@ def score_dataframe(
     column: str = "mutant",
     source: str = "table",
     max_tokens: int = 8192,
+    progress: bool = False,
 ) -> tuple[Any, list[tuple[int, str]]]:
     """Return a copy of the pandas `table` with one `score_<strategy>` column per strategy.
 
     Bad rows raise `InvalidInputError` naming `source` and the row (0-based data row, header
     excluded), or with `on_error="skip"` get empty scores and are returned as (row, message).
+    `progress` shows a bar over the masked forward passes.
     """
     if column not in table.columns:
         raise InvalidInputError(f"{source} has no {column!r} column; columns: {list(table.columns)}")
@@ -271,9 +277,39 @@ def score_dataframe(
     for strategy in strategies:
         s = np.full(len(parsed), np.nan)
         s[np.array(ok, dtype=bool)] = _score(model, wt, [p for p in parsed if p is not None],
-                                             strategy, max_tokens, False)
+                                             strategy, max_tokens, progress)
         out[f"score_{strategy}"] = s
     return out, [(row, f"{source}: {msg}") for row, msg in skipped]
+
+
+def read_mutations(path: str | os.PathLike[str], *, column: str = "mutant") -> Any:
+    """Read a mutation table: CSV, or TSV for `.tsv`/`.tab`, UTF-8, with a `column` of mutants.
+
+    Returns a pandas DataFrame with every column as written (other columns, e.g. measured
+    fitness, are kept). A missing or empty file, non-UTF-8 bytes, a malformed table or a missing
+    `column` raise `InvalidInputError` naming the file (and the line where there is one).
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"{path}: mutation file not found")
+    text = read_text(path)
+    if not text.strip():
+        raise InvalidInputError(f"{path}: file is empty; expected a CSV with a {column!r} "
+                                "column (e.g. 'K2A' or 'K2A:T3G' per row)")
+    sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    try:
+        table = pd.read_csv(io.StringIO(text), sep=sep)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        kind = "TSV" if sep == "\t" else "CSV"
+        raise InvalidInputError(f"{path}: not a readable {kind} table ({exc})") from None
+    if column not in table.columns:
+        raise InvalidInputError(f"{path}: no {column!r} column; columns: {list(table.columns)} "
+                                "(pass column=...; CLI: --column)")
+    if table.empty:
+        raise InvalidInputError(f"{path}: no data rows under the header")
+    return table
 
 
 # ---------------------------------------------------------------------------------- internals
@@ -329,12 +365,12 @@ def _lm(model: Any) -> Any:
 
 def _wt_logprobs(model: Any, wt: str) -> np.ndarray:
     torch = require("torch", "torch")
-    from protein_lm.embeddings import _thread_limit  # same CPU-thread policy as embed()
+    from protein_lm.embeddings import thread_limit  # same CPU-thread policy as embed()
     from protein_lm.tokenization import encode
 
     model = _lm(model)
     device = next(model.parameters()).device
-    with _thread_limit(device), torch.inference_mode():
+    with thread_limit(device), torch.inference_mode():
         ids = encode([wt], return_tensors="pt")["input_ids"].to(device)
         logits = model(ids).logits[0, 1 : len(wt) + 1].float()  # (L, V)
         return torch.log_softmax(logits, -1).cpu().numpy()
@@ -345,7 +381,7 @@ def _masked_logprobs(
 ) -> dict[int, np.ndarray]:
     """log p(. | wt with position i masked) for each i in `positions` (0-based residue index)."""
     torch = require("torch", "torch")
-    from protein_lm.embeddings import _thread_limit  # same CPU-thread policy as embed()
+    from protein_lm.embeddings import thread_limit  # same CPU-thread policy as embed()
     from protein_lm.tokenization import encode
 
     model = _lm(model)
@@ -354,7 +390,7 @@ def _masked_logprobs(
     bs = max(1, max_tokens // base.numel())
     out: dict[int, np.ndarray] = {}
     tqdm = require("tqdm", "torch").tqdm
-    with _thread_limit(device), torch.inference_mode():
+    with thread_limit(device), torch.inference_mode():
         for start in tqdm(range(0, len(positions), bs), disable=not progress, desc="masked"):
             chunk = torch.tensor(positions[start : start + bs])
             ids = base.repeat(len(chunk), 1)  # (B, L+2), identical lengths: no padding, no mask

@@ -127,6 +127,14 @@ def test_read_table_errors_name_file_row_and_field(tmp_path: Path, content, task
         data.read_table(p, task)
 
 
+def test_read_table_non_utf8_names_file_and_line(tmp_path: Path) -> None:
+    p = tmp_path / "latin1.csv"
+    p.write_bytes("sequence,label\nMKT,1\nMKV,37 \xb0C\n".encode("latin-1"))
+    with pytest.raises(InvalidInputError,
+                       match=r"latin1.csv, line 3: not UTF-8 text \(byte 0xb0 at offset 28\)"):
+        data.read_table(p, "regression")
+
+
 def test_encode_labels_errors(tmp_path: Path) -> None:
     import datasets
 

@@ -158,18 +158,65 @@ def test_bulk_is_resumable_and_refuses_other_input(model, tmp_path: Path, monkey
     assert not (tmp_path / "all.npz.parts").exists()
 
 
-def test_cli_embed(tmp_path: Path) -> None:
-    from protein_lm.cli import main
-    from protein_lm.sequences import write_fasta
+def test_bulk_checks_every_record_before_writing(model, tmp_path: Path) -> None:
+    long = {"short": "MKT", "long": "A" * (MAX_RESIDUES + 1)}
+    for out in (tmp_path / "o.npz", tmp_path / "folder"):
+        with pytest.raises(InvalidSequenceError, match="'long' has 1023 residues"):
+            embed_to_file(model, long, out, shard_size=1, progress=False)
+        assert not out.exists() and not (tmp_path / "o.npz.parts").exists()
+    # An error before the first shard (here a bad layer) removes the folder it created.
+    with pytest.raises(ValueError, match="Layer 7 does not exist"):
+        embed_to_file(model, SEQS, tmp_path / "o.npz", layers=7, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    # A folder left with a manifest but no shard (an older version) does not block a new run.
+    parts = tmp_path / "o.npz.parts"
+    parts.mkdir()
+    (parts / "manifest.json").write_text('{"records": 2}')
+    embed_to_file(model, long, tmp_path / "o.npz", long_policy="window", progress=False)
+    assert load_embeddings(tmp_path / "o.npz").ids == ("short", "long") and not parts.exists()
 
-    fasta = tmp_path / "in.fasta"
-    write_fasta(list(SEQS.items()), fasta)
-    assert main(["embed", "--model", "tiny", str(fasta), "-o", str(tmp_path / "o.npz"),
-                 "--per-residue", "--layers", "0", "-1"]) == 0
-    emb = load_embeddings(tmp_path / "o.npz")
-    assert emb.layers == (0, 4) and emb.mean[4].shape == (4, 128)
-    fasta.write_text(">a\nMKT\n>a\nMKV\n")
-    assert main(["embed", "--model", "tiny", str(fasta), "-o", str(tmp_path / "d.npz")]) == 2
+
+def test_check_records() -> None:
+    from protein_lm.embeddings import check_records
+    from protein_lm.sequences import FastaRecord
+
+    long = [FastaRecord("a", "M" * (MAX_RESIDUES + 1))]
+    with pytest.raises(InvalidSequenceError, match=r"--long window"):
+        check_records(long)
+    check_records(long, long_policy="window")
+    with pytest.raises(InvalidInputError, match="Duplicate id 'a'"):
+        check_records([FastaRecord("a", "MKT"), FastaRecord("a", "MKV")], long_policy="window")
+    with pytest.raises(ValueError, match="`long_policy` must be 'error' or 'window', got 'cut'"):
+        check_records(long, long_policy="cut")
+
+
+def test_thread_limit_sets_and_restores(model) -> None:
+    from protein_lm.embeddings import thread_limit
+
+    before = torch.get_num_threads()
+    with thread_limit("cpu", 1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with thread_limit(torch.device("cuda"), 1):  # not a CPU device: left alone
+        assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="`num_threads` must be a positive int"), \
+            thread_limit("cpu", 0):
+        pass
+
+
+def test_saved_files_follow_the_umask(model, tmp_path: Path) -> None:
+    import os
+
+    emb = embed(model, SEQS, progress=False)
+    old = os.umask(0o022)
+    try:
+        save_embeddings(emb, tmp_path / "e.npz")
+        embed_to_file(model, SEQS, tmp_path / "d", shard_size=3, progress=False)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "e.npz").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "d").iterdir()} == {0o644}
 
 
 def test_plot_contact_map(model) -> None:

@@ -10,6 +10,7 @@ from protein_lm.sequences import (
     FastaRecord,
     as_records,
     read_fasta,
+    read_text,
     validate,
     write_fasta,
 )
@@ -119,3 +120,32 @@ def test_as_records_accepts_str_mapping_list_and_fasta(tmp_path: Path) -> None:
 def test_alphabet_constants() -> None:
     assert len(ESM2_TOKENS) == 33
     assert [ESM2_TOKENS[i] for i in (0, 1, 2, 3, 32)] == ["<cls>", "<pad>", "<eos>", "<unk>", "<mask>"]
+
+
+def test_non_utf8_fasta_names_file_line_and_offset(tmp_path: Path) -> None:
+    p = tmp_path / "latin1.fasta"
+    p.write_bytes(">p1\nMKT\n>p2 prot\xe9ine\nMKV\n".encode("latin-1"))
+    with pytest.raises(InvalidInputError,
+                       match=r"latin1.fasta, line 3: not UTF-8 text \(byte 0xe9 at offset 16\)"):
+        read_fasta(p)
+
+
+def test_read_text_drops_bom(tmp_path: Path) -> None:
+    p = tmp_path / "bom.fasta"
+    p.write_bytes(b"\xef\xbb\xbf>a\nMKT\n")
+    assert read_text(p) == ">a\nMKT\n"
+    assert read_fasta(p) == [FastaRecord("a", "MKT")]
+
+
+def test_written_files_follow_the_umask(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        write_fasta([("a", "MKT")], tmp_path / "a.fasta")
+        os.umask(0o077)
+        write_fasta([("a", "MKT")], tmp_path / "b.fasta")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.fasta").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.fasta").stat().st_mode & 0o777 == 0o600

@@ -114,22 +114,34 @@ def test_blat_parses_with_offset_24_and_scores(model, shared_data: Path) -> None
     assert all(-1 <= v <= 1 for v in res.spearman.values())  # random model: no claim of learning
 
 
-def test_score_dataframe_and_cli(model, tmp_path: Path) -> None:
+def test_score_dataframe(model) -> None:
     import pandas as pd
-
-    from protein_lm.cli import main
 
     table = pd.DataFrame({"mutant": ["K2A", "B2A", "T3G"], "fitness": [1.0, 0.5, 0.1]})
     with pytest.raises(InvalidInputError, match="muts.csv: row 1 .'B2A'"):
         score_dataframe(model, WT, table, source="muts.csv")
     out, skipped = score_dataframe(model, WT, table, strategies=["wt-marginals"], on_error="skip")
     assert np.isnan(out["score_wt-marginals"][1]) and [r for r, _ in skipped] == [1]
-    csv = tmp_path / "m.csv"
-    table.to_csv(csv, index=False)
-    args = ["score", "--model", "tiny", "--sequence", WT, "--mutations", str(csv),
-            "-o", str(tmp_path / "o.csv"), "--strategy", "wt-marginals", "masked-marginals"]
-    assert main(args) == 2 and not (tmp_path / "o.csv").exists()
-    assert main([*args, "--skip-invalid"]) == 0
-    got = pd.read_csv(tmp_path / "o.csv")
-    assert list(got.columns) == ["mutant", "fitness", "score_wt-marginals", "score_masked-marginals"]
-    assert got["score_masked-marginals"].isna().tolist() == [False, True, False]
+
+
+def test_read_mutations(tmp_path: Path) -> None:
+    from protein_lm.variants import read_mutations
+
+    tsv = tmp_path / "m.tsv"
+    tsv.write_bytes(b"\xef\xbb\xbfmutant\tfitness\nK2A\t1.5\n")  # BOM, tab-separated
+    got = read_mutations(tsv)
+    assert list(got.columns) == ["mutant", "fitness"] and got["mutant"].tolist() == ["K2A"]
+    bad = tmp_path / "bad.csv"
+    for content, match in [
+        (b"", "bad.csv: file is empty; expected a CSV with a 'mutant' column"),
+        (b"  \n\n", "bad.csv: file is empty"),
+        ("mutant\nK2A\n\xc9\n".encode("latin-1"), r"bad.csv, line 3: not UTF-8 text .byte 0xc9 at offset 11"),
+        (b"mutant,x\nK2A,1\nT3G,1,2,3\n", "bad.csv: not a readable CSV table .* line 3"),
+        (b"mut\nK2A\n", r"bad.csv: no 'mutant' column; columns: \['mut'\]"),
+        (b"mutant\n", "bad.csv: no data rows"),
+    ]:
+        bad.write_bytes(content)
+        with pytest.raises(InvalidInputError, match=match):
+            read_mutations(bad)
+    with pytest.raises(InvalidInputError, match="nope.csv: mutation file not found"):
+        read_mutations(tmp_path / "nope.csv")
