@@ -1,19 +1,24 @@
 """`protein-lm` command line: finetune, predict, fold, embed, score.
 
 Each subcommand is one module of this package with `add_parser(sub)` and `run(args) -> int`;
-this package is the only place that parses arguments or prints. Bad input
-(`ProteinLMError`, `ValueError`) exits with status 2 and a one-line message; only `main`
-configures logging.
+this package is the only place that parses arguments or prints. Every subcommand takes the
+common options of `protein_lm.cli.common` (`--device`, `--no-progress`, `-q/--quiet`,
+`-v/--verbose`), which only `main` applies (logging level, progress bars).
+
+Exit status: 0 done; 1 the run finished but some records failed (out of memory: `embed`
+writes NaN rows, `fold` and `predict` list them); 2 bad input or usage, with one line on
+stderr naming the file/option and nothing half-written (`ProteinLMError`, `ValueError`,
+`FileNotFoundError`, a missing extra, argparse errors).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 from protein_lm.cli import embed, finetune, fold, predict, score
+from protein_lm.cli.common import common_options_applied
 from protein_lm.errors import MissingExtraError, ProteinLMError
 
 __all__ = ["build_parser", "main"]
@@ -33,17 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `protein-lm`; returns the exit status."""
     args = build_parser().parse_args(argv)
-    # Our messages at INFO (DEBUG with -v); third-party libraries only from WARNING up.
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("protein_lm").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        return _COMMANDS[args.command].run(args)
+        with common_options_applied(args):
+            return _COMMANDS[args.command].run(args)
     except MissingExtraError as exc:
         print(f"protein-lm {args.command}: {exc}", file=sys.stderr)
         return 2

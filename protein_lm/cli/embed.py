@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from protein_lm.cli.common import add_common_options
+
 __all__ = ["add_parser", "run"]
 
 log = logging.getLogger(__name__)
@@ -30,23 +32,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--long", choices=("error", "window"), default="error",
                    help="sequences > 1,022 residues: error (default) or average windows")
     p.add_argument("--shard-size", type=int, default=1000, help="records per resumable shard")
-    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="model dtype (default float32; float16/bfloat16 halve GPU memory)")
+    add_common_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Embed; exit 1 if a record ran out of memory alone (NaN row, id logged)."""
     import torch
 
     from protein_lm.embedding_store import embed_to_file
+    from protein_lm.embeddings import check_records
     from protein_lm.models import load_model
+    from protein_lm.sequences import read_fasta
 
+    records = read_fasta(args.input)  # every record checked before the model is loaded
+    check_records(records, long_policy=args.long)
     model = load_model(args.model, "masked-lm", device=args.device,
                        dtype=getattr(torch, args.dtype))
     out = embed_to_file(
-        model.eval(), args.input, args.output, shard_size=args.shard_size, model_name=args.model,
+        model.eval(), records, args.output, shard_size=args.shard_size, model_name=args.model,
         layers=args.layers, per_residue=args.per_residue, contacts=args.contacts,
         max_tokens=args.batch_tokens, strategy=args.strategy, long_policy=args.long,
+        progress=not args.no_progress,
     )
     failed = _failed_ids(out)
     if failed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from protein_lm.cli.common import add_common_options
 from protein_lm.errors import InvalidInputError
 from protein_lm.finetuning.config import FINETUNE_TASKS, SELECTION_METRIC
 
@@ -47,10 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attn-implementation", choices=("sdpa", "eager"), default="sdpa")
     p.add_argument("--length-policy", choices=("truncate", "error"), default="truncate",
                    help="sequences over 1,022 residues: truncate with a warning, or stop with an error")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                   help="default: cuda if available (under torchrun, one GPU per process)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common_options(p)  # --device (cpu/cuda here), --no-progress, --quiet, --verbose
 
 
 # Options only the PyTorch path has: refused with --framework tf (value that means "not used").

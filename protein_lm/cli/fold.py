@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from protein_lm.cli.common import add_common_options
+
 __all__ = ["add_parser", "run"]
 
 
@@ -16,7 +18,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-size", default="auto",
                    help="trunk chunk size: an int, 'auto' (from length and free memory) or 'none'")
     p.add_argument("--format", choices=("pdb", "cif"), default="pdb")
-    p.add_argument("--device", default=None, help="default: cuda (cuda:LOCAL_RANK under torchrun) if available")
     p.add_argument("--max-tokens", type=int, default=1024,
                    help="residues per batch, padding included (default 1024; longer ones fold alone)")
     p.add_argument("--num-recycles", type=int, default=None, help="default: the model's (4 for esmfold_v1)")
@@ -25,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard", default=None,
                    help="fold only shard i of n ('i/n'); default: RANK/WORLD_SIZE under torchrun, else 0/1")
     p.add_argument("--no-cpu-fallback", action="store_true", help="do not retry out-of-memory records on CPU")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common_options(p)  # --device, --no-progress, --quiet, --verbose
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from protein_lm.cli.common import add_common_options
+
 __all__ = ["add_parser", "run"]
 
 
@@ -16,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, help="output CSV")
     p.add_argument("--framework", choices=("pt", "tf"), default="pt")
     p.add_argument("--batch-tokens", type=int, default=8000)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    add_common_options(p)  # --device, --no-progress, --quiet, --verbose
 
 
 def run(args: argparse.Namespace) -> int:

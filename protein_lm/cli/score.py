@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from protein_lm.cli.common import add_common_options
+
 __all__ = ["add_parser", "run"]
 
 log = logging.getLogger(__name__)
@@ -27,15 +29,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-invalid", action="store_true",
                    help="report bad rows (wrong wild-type letter, out of range, malformed, "
                    "duplicate) and leave their scores empty instead of stopping")
-    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    add_common_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    import pandas as pd
-
+    """Score every mutation; the mutation file is read and checked before the model is loaded."""
     from protein_lm.models import load_model
     from protein_lm.sequences import atomic_write_text, read_fasta
-    from protein_lm.variants import score_dataframe
+    from protein_lm.variants import read_mutations, score_dataframe
 
     if args.fasta is not None:
         records = read_fasta(args.fasta)
@@ -44,15 +45,12 @@ def run(args: argparse.Namespace) -> int:
         wild_type = records[0].sequence
     else:
         wild_type = args.sequence
-    if not args.mutations.is_file():
-        raise FileNotFoundError(f"mutation file not found: {args.mutations}")
-    sep = "\t" if args.mutations.suffix.lower() in (".tsv", ".tab") else ","
-    table = pd.read_csv(args.mutations, sep=sep, encoding="utf-8-sig")
+    table = read_mutations(args.mutations, column=args.column)
     model = load_model(args.model, "masked-lm", device=args.device).eval()
     scored, skipped = score_dataframe(
         model, wild_type, table, strategies=args.strategy, offset=args.offset,
         on_error="skip" if args.skip_invalid else "raise",
-        source=str(args.mutations), column=args.column,
+        source=str(args.mutations), column=args.column, progress=not args.no_progress,
     )
     for _, msg in skipped:
         log.warning("skipped %s", msg)
