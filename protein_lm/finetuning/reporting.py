@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from protein_lm.errors import InvalidInputError, require
-from protein_lm.sequences import FastaRecord, atomic_write_text, read_fasta, validate
+from protein_lm.sequences import FastaRecord, atomic_write_text, read_fasta, read_text, validate
 
 __all__ = [
     "LogEntry",
@@ -168,11 +168,10 @@ def write_training_log(entries: Sequence[LogEntry], path: str | os.PathLike[str]
 
 def read_training_log(path: str | os.PathLike[str]) -> list[LogEntry]:
     """Read a `training_log.csv` written by `write_training_log`."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        return [
-            LogEntry(int(r["step"]), float(r["epoch"]), r["split"], r["name"], float(r["value"]))
-            for r in csv.DictReader(fh)
-        ]
+    return [
+        LogEntry(int(r["step"]), float(r["epoch"]), r["split"], r["name"], float(r["value"]))
+        for r in csv.DictReader(io.StringIO(read_text(path)))
+    ]
 
 
 def _clean(obj: Any) -> Any:
@@ -306,7 +305,7 @@ def read_predict_input(path: str | os.PathLike[str]) -> list[FastaRecord]:
         raise InvalidInputError(f"{path}: file not found")
     if path.suffix.lower() not in (".csv", ".tsv", ".tab"):
         return read_fasta(path)
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path)
     delim = "\t" if path.suffix.lower() != ".csv" else ","
     reader = csv.DictReader(io.StringIO(text), delimiter=delim)
     if "sequence" not in (reader.fieldnames or []):

@@ -151,3 +151,11 @@ def test_metric_counts_are_int_whichever_path_logged_them(tmp_path):
                   {"q3": 0.4, "n_residues": np.int64(80)})
     data = json.loads((tmp_path / "m.json").read_text())
     assert type(data["validation"]["n_residues"]) is type(data["test"]["n_residues"]) is int
+
+
+def test_read_predict_input_names_a_non_utf8_csv(tmp_path):
+    """Issue #10 F4: a Latin-1 CSV gives the file and line, not a bare codec error."""
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("id,sequence\nprot\u00e9ine,MKT\n".encode("latin-1"))
+    with pytest.raises(InvalidInputError, match=r"latin1\.csv, line 2: not UTF-8"):
+        read_predict_input(path)
