@@ -66,7 +66,7 @@ from protein_lm.embeddings import embed
 deeploc = data.load_deeploc("localization")
 if SMOKE:  # seeded samples of short proteins, every compartment in every split
     sizes = {"train": 120, "validation": 40, "test": 60}
-    deeploc = {k: data.stratified_subset(deeploc[k], n, max_length=400) for k, n in sizes.items()}
+    deeploc = {k: data.stratified_subset(deeploc[k], n, max_length=600) for k, n in sizes.items()}
 for split, ds in deeploc.items():
     print(f"{split:10s} {len(ds):5d} proteins", dict(sorted(Counter(ds["label"]).items())))
 

@@ -70,7 +70,10 @@ def _execute(name: str, workdir: Path) -> dict:
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
                                      resources={"metadata": {"path": str(workdir)}})
-    client.execute()
+    try:
+        client.execute()
+    finally:  # keep the executed notebook beside the run outputs, to read after a failure
+        nbformat.write(nb, workdir / name)
     return nb
 
 
