@@ -1,4 +1,4 @@
-"""Scale suite (issue #12, parts 1-4): fine-tuning, embedding, ESMFold and precision at real shapes.
+"""Scale suite (issue #12, parts 1-4): fine-tuning, embedding, ESMFold, precision at real shapes.
 
     python benchmarks/scale.py --smoke                 # tiny shapes on CPU, < 2 min (run by tests)
     python benchmarks/scale.py --device cuda           # full shapes, one large GPU, ~8 min budget
@@ -98,7 +98,7 @@ class Budget:
         return self.left() > 0
 
     def share(self, weight: float, rest: float) -> Budget:
-        """A section's budget: `weight / rest` of what is left (time saved earlier carries over)."""
+        """A section's budget: `weight / rest` of the time left (time saved carries over)."""
         return Budget(min(self.left(), self.left() * weight / rest))
 
 
@@ -376,8 +376,8 @@ def section_finetune(sz: dict, device: str, budget: Budget, seed: int) -> dict:
 
 def _finetune_max_length(sz: dict, device: str, budget: Budget, seed: int) -> dict:
     """Longest residues at batch 1 under each cap: baseline full fine-tune and LoRA (sequence)."""
-    res: dict[str, Any] = {"reference_650M_full": {f"{k}GB": v for k, v in REFERENCE_MAXLEN.items()},
-                           "step_residues": sz["maxlen_step"]}
+    ref = {f"{k}GB": v for k, v in REFERENCE_MAXLEN.items()}
+    res: dict[str, Any] = {"reference_650M_full": ref, "step_residues": sz["maxlen_step"]}
     for name in ("baseline", "lora"):
         if not budget.ok():
             res[name] = SKIPPED
@@ -463,8 +463,8 @@ def section_embed(sz: dict, device: str, budget: Budget, seed: int) -> dict:
         paths = {
             "loop": lambda: _loop(model, seqs),
             "padded8": lambda: _padded(model, seqs),
-            "bulk": lambda: plm.embed(model, seqs, max_tokens=sz["embed_tokens"],
-                                      num_threads=None, progress=False).mean[config.num_hidden_layers],
+            "bulk": lambda: plm.embed(model, seqs, max_tokens=sz["embed_tokens"], num_threads=None,
+                                      progress=False).mean[config.num_hidden_layers],
         }
         _loop(model, seqs[:2])  # warm-up
         best: dict[str, float] = {}
@@ -525,8 +525,10 @@ class FoldRunner:
         self.folder = mod.build_folder(model, device, chunk_size=None,
                                        num_recycles=num_recycles, cpu_fallback=False)
         trunk = self.folder.model.config.esmfold_config.trunk
-        self.pair, self.heads = trunk.pairwise_state_dim, trunk.pairwise_state_dim // trunk.pairwise_head_width
-        self.weight_bytes = sum(p.numel() * p.element_size() for p in self.folder.model.parameters())
+        self.pair = trunk.pairwise_state_dim
+        self.heads = trunk.pairwise_state_dim // trunk.pairwise_head_width
+        params = self.folder.model.parameters()
+        self.weight_bytes = sum(p.numel() * p.element_size() for p in params)
 
     def chunk_for(self, chunk: Any, length: int, free_bytes: float | None = None) -> Any:
         if chunk != "auto":
@@ -620,7 +622,7 @@ def section_fold(sz: dict, device: str, budget: Budget, seed: int, lm: Any,
 
 
 def _fold_max_length(sz: dict, runner: FoldRunner, budget: Budget, seed: int) -> dict:
-    """Longest L folding under each cap with the chunk "auto" would pick on a device of that size."""
+    """Longest L folding under each cap, with the chunk "auto" would pick on a device that size."""
     res: dict[str, Any] = {"chunk": "auto, sized for the cap minus the weights",
                            "step_residues": sz["fold_step"]}
     for cap in sz["fold_caps_gb"]:
@@ -782,6 +784,13 @@ def check_invariants(report: dict, device: str) -> list[str]:
     return fails
 
 
+def _count_skipped(node: Any) -> int:
+    if isinstance(node, dict):
+        own = int(node.get("status") == "skipped")
+        return own + sum(_count_skipped(v) for v in node.values())
+    return 0
+
+
 def _fmt(x: Any, spec: str = ".3g") -> str:
     return "-" if x is None else format(x, spec) if isinstance(x, (int, float)) else str(x)
 
@@ -801,7 +810,8 @@ def print_table(report: dict) -> None:
         for name in ("baseline", "lora"):
             row = ml.get(name, {})
             caps = ", ".join(f"{k}: {_fmt(row.get(k))}" for k in row if k.endswith("GB"))
-            print(f"longest L at batch 1 ({name}): {caps}  [{row.get('status')}]")
+            print(f"longest L at batch 1 ({name}): {caps}  [{row.get('status')}; weights, grads "
+                  f"and AdamW states alone {_fmt(row.get('static_gb'), '.3g')} GB]")
         print(f"published reference (650M full fine-tune): {ml['reference_650M_full']}")
     em = s.get("embed", {})
     if "results" in em:
@@ -810,9 +820,9 @@ def print_table(report: dict) -> None:
             if row.get("status") == "skipped":
                 print(f"{dt_}: skipped")
                 continue
-            print(f"{dt_:<9} res/s loop {row['loop']['residues_per_s']:.0f}, padded8 "
-                  f"{row['padded8']['residues_per_s']:.0f}, bulk {row['bulk']['residues_per_s']:.0f}"
-                  f"  bulk/loop {row['bulk_vs_loop']:.2f}x  bulk/padded8 "
+            rate = {k: f"{row[k]['residues_per_s']:.0f}" for k in ("loop", "padded8", "bulk")}
+            print(f"{dt_:<9} res/s loop {rate['loop']}, padded8 {rate['padded8']}, bulk "
+                  f"{rate['bulk']}  bulk/loop {row['bulk_vs_loop']:.2f}x  bulk/padded8 "
                   f"{row['bulk_vs_padded8']:.2f}x  max|diff| {row['max_abs_diff_vs_loop']:.1e}")
     fo = s.get("fold", {})
     if "runs" in fo:
@@ -831,15 +841,21 @@ def print_table(report: dict) -> None:
                 print(f"longest L folding under {k}: {_fmt(v.get('longest'))} [{v['status']}]")
     pr = s.get("precision", {})
     if "embed" in pr:
-        print("\n[precision] " + "; ".join(
-            f"embed {k}: {'finite' if v.get('finite') else v.get('status') if v.get('status') != 'ok' else 'NON-FINITE from layer ' + str(v.get('first_nonfinite_layer'))}"
-            for k, v in pr["embed"].items()))
-        print("[precision] " + "; ".join(
-            f"fold {k}: " + (("finite" if not v["nonfinite"] else "NON-FINITE " + ",".join(v["nonfinite"]))
-                             if v.get("status") == "ok" else v.get("status"))
-            for k, v in pr["fold"].items()))
+
+        def state(v: dict) -> str:
+            if v.get("status") != "ok":
+                return v.get("status", "?")
+            if "nonfinite" in v:
+                return "NON-FINITE " + ",".join(v["nonfinite"]) if v["nonfinite"] else "finite"
+            layer = v["first_nonfinite_layer"]
+            return "finite" if v["finite"] else f"NON-FINITE from layer {layer}"
+
+        for part in ("embed", "fold"):
+            states = "; ".join(f"{k} {state(v)}" for k, v in pr[part].items())
+            print(f"[precision] {part}: {states}")
     for sec, v in s.items():
         print(f"section {sec}: {v.get('status', 'ok')} in {_fmt(v.get('seconds'), '.1f')} s")
+    print(f"cases skipped for the time budget: {report['skipped_cases']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -875,7 +891,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
     budget = Budget(args.budget_s or sz["budget_s"])
     date = dt.date.today().isoformat()
-    out_path = args.out or ROOT / "benchmarks" / "results" / f"scale-{device.split(':')[0]}-{date}.json"
+    name = f"scale-{device.split(':')[0]}-{date}.json"
+    out_path = args.out or ROOT / "benchmarks" / "results" / name
     report: dict[str, Any] = {
         "mode": mode, "device": device, "seed": args.seed, "date": date,
         "weights": f"random, seeded ({args.seed}); built from configs, no checkpoints",
@@ -905,6 +922,7 @@ def main(argv: list[str] | None = None) -> int:
         report["sections"][name] = sec
         _reset_peak(device)
     report["seconds"] = time.perf_counter() - budget.start
+    report["skipped_cases"] = _count_skipped(report["sections"])
     report["failures"] = check_invariants(report, device)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(report, indent=1, default=str, allow_nan=False))
