@@ -122,15 +122,15 @@ def _reset_peak(device: str) -> None:
     torch = _torch()
     gc.collect()  # dropped models/optimizers of the previous case
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(device)
 
 
-def _cuda_peak() -> int:
+def _cuda_peak(device: str) -> int:
     torch = _torch()
-    torch.cuda.synchronize()
-    return int(torch.cuda.max_memory_allocated())
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device))
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -320,7 +320,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"non-finite training loss {float(loss.detach())}")
-        peak = _cuda_peak() if dev_type == "cuda" else self.static_bytes + saved.total
+        peak = _cuda_peak(self.device) if dev_type == "cuda" else self.static_bytes + saved.total
         return sum(map(len, seqs)), peak
 
 
@@ -548,14 +548,15 @@ class FoldRunner:
         start = time.perf_counter()
         (res,) = self.folder.run(items, self.device, chunk)
         sec = time.perf_counter() - start
-        if self.device.startswith("cuda"):
-            peak = _cuda_peak()
-        else:
-            from protein_lm.folding.runtime import estimate_peak_bytes
+        cuda = self.device.startswith("cuda")
+        return res, sec, _cuda_peak(self.device) / GB if cuda else self.estimate_gb(len(seq), chunk)
 
-            peak = self.weight_bytes + estimate_peak_bytes(
-                len(seq), chunk, pairwise_dim=self.pair, pairwise_heads=self.heads)
-        return res, sec, peak / GB
+    def estimate_gb(self, length: int, chunk: int | None) -> float:
+        """Weights + `runtime.estimate_peak_bytes` (the model behind `chunk_size="auto"`)."""
+        from protein_lm.folding.runtime import estimate_peak_bytes
+
+        act = estimate_peak_bytes(length, chunk, pairwise_dim=self.pair, pairwise_heads=self.heads)
+        return (self.weight_bytes + act) / GB
 
 
 def _finite_fold(res: Any) -> dict[str, bool]:
@@ -612,7 +613,8 @@ def section_fold(sz: dict, device: str, budget: Budget, seed: int, lm: Any,
                 _reset_peak(device)
                 continue
             out["runs"][key] = {"status": "ok", "chunk_used": used, "seconds": sec,
-                                "peak_gb": peak, "finite": _finite_fold(res)}
+                                "peak_gb": peak, "estimate_gb": runner.estimate_gb(length, used),
+                                "finite": _finite_fold(res)}
             if chunk is None:
                 ref = res
             elif ref is not None:
@@ -635,6 +637,10 @@ def _fold_max_length(sz: dict, runner: FoldRunner, budget: Budget, seed: int) ->
             if not budget.ok():
                 raise TimeoutError("time budget spent during the search")
             chunk = runner.chunk_for("auto", length, cap * GB - runner.weight_bytes)
+            est = runner.estimate_gb(length, chunk)
+            if est > 1.5 * cap:  # hopeless (the pair tensors alone overflow): a long, slow fold
+                probes[length] = {"chunk": chunk, "peak_gb": "not run", "estimate_gb": est}
+                return False
             try:
                 peak = runner.fold(_random_seq(length, seed + length), chunk)[2]
             except Exception as exc:  # noqa: BLE001
@@ -643,7 +649,7 @@ def _fold_max_length(sz: dict, runner: FoldRunner, budget: Budget, seed: int) ->
                 peak = math.inf
                 _reset_peak(runner.device)
             probes[length] = {"chunk": chunk, "peak_gb": round(peak, 4) if peak < math.inf
-                              else "out-of-memory"}
+                              else "out-of-memory", "estimate_gb": round(est, 4)}
             return peak <= cap
 
         try:
