@@ -19,7 +19,8 @@ A protein language model is useful *without* fine-tuning:
 3. **Contact maps** — ESM-2's contact head turns attention maps into residue-residue contact probabilities.
 
 Smoke mode (CI, `PROTEIN_LM_SMOKE=1`) uses a tiny *random* ESM-2 on a small subset: it checks that the
-pipeline runs, and its numbers mean nothing (probe near the majority class, Spearman near 0, a contact map
+pipeline runs, and its numbers mean little (a probe on random embeddings sees mostly amino-acid composition, which beats
+the majority class a little; Spearman near 0; a contact map
 of noise; with this random model, "contacts" above 0.5 are everywhere). Full mode uses `facebook/esm2_t33_650M_UR50D` (set `MODEL` to `facebook/esm2_t12_35M_UR50D` for a
 faster, weaker run); a GPU makes it minutes.
 
