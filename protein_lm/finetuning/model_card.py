@@ -87,7 +87,8 @@ def write_model_card(
     if labels is None and config.get("id2label") and task != "regression":
         id2label = config["id2label"]
         labels = [id2label[k] for k in sorted(id2label, key=int)]
-    names = sorted({n for s in ("validation", "test") for n in (metrics.get(s) or {})} - {"loss"})
+    names = sorted(n for n in {n for s in ("validation", "test") for n in (metrics.get(s) or {})}
+                   if n != "loss" and not n.startswith("n_"))  # counts such as n_residues
 
     front = ["---", "library_name: transformers", "tags:", "- protein", "- esm2", "- protein_lm",
              f"- {task}"]
@@ -103,7 +104,7 @@ def write_model_card(
     body = [
         f"# ESM-2 fine-tuned for {task} ({what})",
         "",
-        f"Fine-tuned from `{base_model}` with [protein_lm]"
+        f"Fine-tuned from `{base_model}` with protein_lm "
         f"({'PyTorch' if framework == 'pt' else 'Keras 3 / TensorFlow'} back end). The folder is a "
         "standard transformers model directory: `AutoModelFor...from_pretrained` loads it.",
         "",
