@@ -10,14 +10,18 @@ import pytest
 
 from protein_lm.errors import InvalidInputError
 from protein_lm.finetuning.model_card import write_model_card
-from protein_lm.finetuning.reporting import write_metrics
+from protein_lm.finetuning.reporting import LogEntry, write_metrics, write_run_outputs
 
 
 def test_model_card_from_folder(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"id2label": {"1": "soluble", "0": "membrane"}}))
-    write_metrics(tmp_path / "metrics.json", {"mcc": 0.5, "loss": 0.3}, {"mcc": 0.4},
-                  task="sequence-classification", model="facebook/esm2_t12_35M_UR50D")
-    card = (tmp_path / "README.md").read_text()  # written by write_metrics of a finetune run
+    write_run_outputs(tmp_path, [LogEntry(1, 0.5, "validation", "mcc", 0.5)],
+                      {"mcc": 0.5, "loss": 0.3}, {"mcc": 0.4}, config={"seed": 0},
+                      task="sequence-classification", model="facebook/esm2_t12_35M_UR50D",
+                      title="membrane")
+    card = (tmp_path / "README.md").read_text()  # written with every finetune run's outputs
+    assert json.loads((tmp_path / "finetune_config.json").read_text()) == {"seed": 0}
+    assert (tmp_path / "training_curves.png").stat().st_size > 0
     front = card.split("---")[1]
     assert "library_name: transformers" in front and "- sequence-classification" in front
     assert 'base_model: "facebook/esm2_t12_35M_UR50D"' in front and "- mcc" in front

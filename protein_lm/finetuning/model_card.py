@@ -1,7 +1,7 @@
 """Hugging Face model card (`README.md`) for a fine-tuned model directory, written offline.
 
-Every `finetune` output directory gets one (`protein_lm.finetuning.reporting.write_metrics` calls
-`write_model_card`), so the folder can be pushed to the Hub as it is. The card is a README.md
+Every `finetune` output directory gets one (`protein_lm.finetuning.reporting.write_run_outputs`
+calls `write_model_card`), so the folder can be pushed to the Hub as it is. The card is a README.md
 with YAML front matter (library_name, tags, base_model, metrics) and sections for the task,
 labels, data and the validation/test metrics read from `metrics.json`.
 """

@@ -8,9 +8,11 @@ Both training back ends (`protein_lm.pt.training`, `protein_lm.tf.training`) wri
 - `metrics.json`: `{"validation": {...}, "test": {...} | null, "best_step": ..., ...}` written
   by `write_metrics` (validation = the best checkpoint's scores, test = evaluated once at the end);
 - `training_curves.png`: loss and validation metric against step (`plot_training_curves`);
-- `README.md`: a Hub model card (`protein_lm.finetuning.model_card`), written by `write_metrics`
-  when given `task=` (as both back ends do);
-- predictions CSV: `id, prediction[, prob_<class>...]` (`write_predictions`); `read_predict_input`
+- `README.md`: a Hub model card (`protein_lm.finetuning.model_card`);
+- `finetune_config.json`: the options of the run.
+
+`write_run_outputs` writes all of these for a finished run, so both back ends write the same files;
+the predictions CSV: `id, prediction[, prob_<class>...]` (`write_predictions`); `read_predict_input`
   reads what `protein-lm predict` accepts (FASTA, or CSV/TSV with `sequence` and optional `id`).
 
 A run writes into `atomic_output_dir(final)`, a temporary sibling folder renamed onto `final` only
@@ -44,6 +46,7 @@ __all__ = [
     "write_training_log",
     "read_training_log",
     "write_metrics",
+    "write_run_outputs",
     "clean_metrics",
     "plot_training_curves",
     "write_predictions",
@@ -51,11 +54,13 @@ __all__ = [
     "TRAINING_LOG",
     "METRICS_FILE",
     "CURVES_FILE",
+    "CONFIG_FILE",
 ]
 
 TRAINING_LOG = "training_log.csv"
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "training_curves.png"
+CONFIG_FILE = "finetune_config.json"
 
 log = logging.getLogger(__name__)
 _SCORES = ("accuracy", "macro_f1", "mcc", "q3", "spearman", "pearson")  # all within [-1, 1]
@@ -206,19 +211,41 @@ def write_metrics(
     test: Mapping[str, Any] | None = None,
     **extra: Any,
 ) -> Path:
-    """Write `metrics.json` = `{"validation": ..., "test": ... or null, **extra}` (sorted keys).
-
-    With `task` in `extra` (a finetune run) the folder's model card `README.md` is (re)written too.
-    """
+    """Write `metrics.json` = `{"validation": ..., "test": ... or null, **extra}` (sorted keys)."""
     payload = {"validation": clean_metrics(validation),
                "test": clean_metrics(test) if test is not None else None}
     payload.update(extra)
     atomic_write_text(path, json.dumps(_clean(payload), indent=2, sort_keys=True) + "\n")
-    if "task" in extra:  # a finetune run (both back ends): its folder also gets a Hub model card
-        from protein_lm.finetuning.model_card import write_model_card
-
-        write_model_card(Path(path).parent)
     return Path(path)
+
+
+def write_run_outputs(
+    output_dir: str | os.PathLike[str],
+    entries: Sequence[LogEntry],
+    validation: Mapping[str, Any],
+    test: Mapping[str, Any] | None,
+    *,
+    config: Mapping[str, Any],
+    task: str,
+    model: str,
+    title: str,
+    **extra: Any,
+) -> Path:
+    """Write a finished run's files into `output_dir` (the model itself is saved by the back end).
+
+    `training_log.csv`, `metrics.json` (`task`, `model` and `extra` beside the scores),
+    `training_curves.png`, `finetune_config.json` (`config`) and the Hub model card `README.md`,
+    which reads the model's `config.json` for the labels, so save the model first.
+    """
+    from protein_lm.finetuning.model_card import write_model_card
+
+    out = Path(output_dir)
+    write_training_log(entries, out / TRAINING_LOG)
+    write_metrics(out / METRICS_FILE, validation, test, task=task, model=model, **extra)
+    plot_training_curves(entries, out / CURVES_FILE, title=title)
+    atomic_write_text(out / CONFIG_FILE, json.dumps(dict(config), indent=2) + "\n")
+    write_model_card(out)
+    return out
 
 
 def plot_training_curves(

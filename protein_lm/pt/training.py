@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -34,10 +33,7 @@ import numpy as np
 from protein_lm.batching import TokenBudgetBatchSampler
 from protein_lm.errors import require
 from protein_lm.finetuning.config import SELECTION_METRIC, FinetuneOptions, FinetuneOutcome
-from protein_lm.finetuning.reporting import (
-    CURVES_FILE, METRICS_FILE, TRAINING_LOG, atomic_output_dir, clean_metrics,
-    plot_training_curves, write_metrics, write_training_log,
-)  # fmt: skip
+from protein_lm.finetuning.reporting import atomic_output_dir, clean_metrics, write_run_outputs
 from protein_lm.finetuning.splits import prepare_splits
 from protein_lm.pt.trainer import is_peft_model
 
@@ -281,15 +277,14 @@ def finetune(
                 final.config.protein_lm_label_scale = list(scale)
             final.save_pretrained(tmp, safe_serialization=True)
             hf_tokenizer().save_pretrained(tmp)
-            entries = tuple(recorder.entries)
-            write_training_log(entries, tmp / TRAINING_LOG)
-            write_metrics(tmp / METRICS_FILE, val_metrics, test_metrics, best_step=best_step,
-                          steps=trainer.state.global_step, train_seconds=round(train_seconds, 2),
-                          task=task, model=config.model, world_size=state.num_processes,
-                          weights_sha256=digests, validation_per_process=vals)
-            plot_training_curves(entries, tmp / CURVES_FILE, title=f"{task} ({config.model})")
-            config_json = json.dumps(config.to_dict(), indent=2) + "\n"
-            (tmp / "finetune_config.json").write_text(config_json)
+            write_run_outputs(
+                tmp, tuple(recorder.entries), val_metrics, test_metrics,
+                config=config.to_dict(), task=task, model=config.model,
+                title=f"{task} ({config.model})", best_step=best_step,
+                steps=trainer.state.global_step, train_seconds=round(train_seconds, 2),
+                world_size=state.num_processes, weights_sha256=digests,
+                validation_per_process=vals,
+            )  # fmt: skip
     if state.num_processes > 1:
         torch.distributed.barrier()  # every rank returns after rank 0 renamed the directory
     return FinetuneResult(

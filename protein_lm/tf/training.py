@@ -18,7 +18,6 @@ XLA compiles a bounded set of shapes. On CPU both stay off (XLA recompiles per s
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -33,16 +32,11 @@ import numpy as np
 from protein_lm.batching import IGNORE_INDEX, token_budget_batches
 from protein_lm.finetuning.config import SELECTION_METRIC, FinetuneOptions, FinetuneOutcome
 from protein_lm.finetuning.reporting import (
-    CURVES_FILE,
-    METRICS_FILE,
-    TRAINING_LOG,
     LogEntry,
     atomic_output_dir,
     clean_metrics,
-    plot_training_curves,
-    write_metrics,
-    write_training_log,
-)  # fmt: skip
+    write_run_outputs,
+)
 from protein_lm.finetuning.splits import prepare_splits
 from protein_lm.tf.checkpoint import load_tf_model, save_tf_model
 from protein_lm.tf.data import evaluate_split, round_len, train_dataset
@@ -249,22 +243,12 @@ def finetune(
             model.hf_config.protein_lm_label_scale = list(scale)
         model.hf_config.dtype = "float32"
         save_tf_model(model, tmp)
-        write_training_log(entries, tmp / TRAINING_LOG)
-        write_metrics(
-            tmp / METRICS_FILE,
-            best["metrics"],
-            test_m,
-            best_step=best["step"],
-            steps=steps,
-            train_seconds=round(train_seconds, 2),
-            task=task,
-            model=config.model,
-            framework="tf",
-        )
-        plot_training_curves(entries, tmp / CURVES_FILE, title=f"{task} ({config.model}, Keras)")
-        (tmp / "finetune_config.json").write_text(
-            json.dumps({**config.to_dict(), "framework": "tf"}, indent=2) + "\n"
-        )
+        write_run_outputs(
+            tmp, entries, best["metrics"], test_m,
+            config={**config.to_dict(), "framework": "tf"}, task=task, model=config.model,
+            title=f"{task} ({config.model}, Keras)", best_step=best["step"], steps=steps,
+            train_seconds=round(train_seconds, 2), framework="tf",
+        )  # fmt: skip
     return TFFinetuneResult(
         Path(output_dir),
         best["metrics"],
