@@ -9,6 +9,10 @@ against `long_policy`) before the folder is created, and a run that fails before
 removes the folder it created, so the corrected command can start at once. The final
 `.npz`/`.npy`/`.parquet` file is written the same way, then the shard folder `<output>.parts/` is
 removed. An output without a suffix is a shard folder itself (read it with `load_embeddings`).
+Several processes or jobs can share one output (`shard=(i, n)`: shard files k with
+k % n == i; see `protein_lm.distributed`): each writes only its shard files, and a run with
+`n == 1` afterwards (rank 0 under torchrun, or a rerun without `--shard`) finds them finished and
+only writes the final file.
 Files are created with the permissions of a plain `open()` (0666 minus the umask).
 
 `.npz` layout: `ids` (N,), `lengths` (N,), `layers`, `mean_<layer>` (N, D); with per-residue
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -42,6 +47,8 @@ __all__ = [
     "concat_embeddings",
     "embed_to_file",
 ]
+
+log = logging.getLogger(__name__)
 
 FORMATS = (".npz", ".npy", ".parquet", "")  # "" = shard folder
 
@@ -170,16 +177,22 @@ def embed_to_file(
     *,
     shard_size: int = 1000,
     model_name: str = "",
+    shard: tuple[int, int] = (0, 1),
     **embed_kwargs: Any,
 ) -> Path:
     """Embed many sequences into `output` (.npz, .npy, .parquet or a folder), resumably.
 
     `embed_kwargs` go to `embeddings.embed` (layers, per_residue, contacts, max_tokens, strategy,
     long_policy, progress). `model_name` is recorded in the manifest, so a rerun with another
-    model refuses to reuse shards.
+    model refuses to reuse shards. `shard=(i, n)` with n > 1 embeds only every n-th shard file
+    (from the i-th) into the shard folder and returns that folder, leaving the final file to a
+    run with `n == 1` (which embeds whatever is still missing, then merges).
     """
     if shard_size <= 0:
         raise ValueError(f"`shard_size` must be > 0, got {shard_size}")
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"`shard` must be (i, n) with 0 <= i < n, got {shard}")
     output = Path(output)
     suffix = output.suffix.lower()
     if suffix not in FORMATS:
@@ -198,23 +211,26 @@ def embed_to_file(
     created = not parts_dir.exists()
     parts_dir.mkdir(parents=True, exist_ok=True)
     try:
-        shard_paths = _write_shards(model, records, parts_dir, manifest, shard_size, embed_kwargs)
+        shard_paths = _write_shards(model, records, parts_dir, manifest, shard_size, embed_kwargs,
+                                    shard)
     except BaseException:
         # Failed before any shard was finished (e.g. a bad --layers): leave nothing behind, so
         # the corrected command is not refused as "a different run".
         if created and not any(parts_dir.glob("shard-*.npz")):
             shutil.rmtree(parts_dir, ignore_errors=True)
         raise
-    if suffix == "":
-        return output
+    if suffix == "" or count > 1:
+        return parts_dir
     save_embeddings(concat_embeddings(load_embeddings(s) for s in shard_paths), output)
     shutil.rmtree(parts_dir)
     return output
 
 
 def _write_shards(model: Any, records: list[FastaRecord], parts_dir: Path, manifest: dict[str, Any],
-                  shard_size: int, embed_kwargs: dict[str, Any]) -> list[Path]:
-    """Check or write `manifest.json`, then embed every shard not finished yet; the shard paths."""
+                  shard_size: int, embed_kwargs: dict[str, Any],
+                  shard: tuple[int, int]) -> list[Path]:
+    """Check or write `manifest.json`, then embed every shard file of `shard` not finished yet;
+    the paths of all shard files."""
     man_path = parts_dir / "manifest.json"
     done = sorted(parts_dir.glob("shard-*.npz"))
     if man_path.is_file() and json.loads(man_path.read_text()) != manifest and done:
@@ -223,11 +239,17 @@ def _write_shards(model: Any, records: list[FastaRecord], parts_dir: Path, manif
             "delete it or choose another output"
         )
     atomic_write_text(man_path, json.dumps(manifest, indent=1))  # no shards yet: any run may start
+    index, count = shard
+    starts = range(0, len(records), shard_size)
+    if index == 0 and count > len(starts):
+        log.warning("%d records in %d shard files of %d for %d processes: some have nothing to "
+                    "do (lower --shard-size / shard_size)", len(records), len(starts),
+                    shard_size, count)
     shard_paths = []
-    for k, start in enumerate(range(0, len(records), shard_size)):
-        shard = parts_dir / f"shard-{k:05d}.npz"
-        shard_paths.append(shard)
-        if shard.is_file():
-            continue  # finished in an earlier run
-        save_embeddings(embed(model, records[start : start + shard_size], **embed_kwargs), shard)
+    for k, start in enumerate(starts):
+        path = parts_dir / f"shard-{k:05d}.npz"
+        shard_paths.append(path)
+        if k % count != index or path.is_file():
+            continue  # another process's, or finished in an earlier run
+        save_embeddings(embed(model, records[start : start + shard_size], **embed_kwargs), path)
     return shard_paths

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from protein_lm.distributed import block
 from protein_lm.errors import InvalidInputError, require
 from protein_lm.sequences import ESM2_TOKENS, MASK_ID, STANDARD_AA, read_text, validate
 
@@ -257,12 +258,16 @@ def score_dataframe(
     source: str = "table",
     max_tokens: int = 8192,
     progress: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[Any, list[tuple[int, str]]]:
     """Return a copy of the pandas `table` with one `score_<strategy>` column per strategy.
 
     Bad rows raise `InvalidInputError` naming `source` and the row (0-based data row, header
     excluded), or with `on_error="skip"` get empty scores and are returned as (row, message).
-    `progress` shows a bar over the masked forward passes.
+    `progress` shows a bar over the masked forward passes. `shard=(i, n)` scores only the i-th
+    of n contiguous blocks of the valid rows (the others get NaN; every row is still checked):
+    n processes each score one block, and the blocks' non-NaN scores together are the whole.
+    Contiguous blocks keep the masked positions of a scan sorted by position mostly apart.
     """
     if column not in table.columns:
         raise InvalidInputError(f"{source} has no {column!r} column; columns: {list(table.columns)}")
@@ -272,12 +277,14 @@ def score_dataframe(
                                         on_error=on_error)
     except InvalidInputError as exc:
         raise InvalidInputError(f"{source}: {exc} (rows are 0-based, header excluded)") from None
-    ok = [p is not None for p in parsed]
+    valid = [k for k, p in enumerate(parsed) if p is not None]
+    mine = [valid[k] for k in block(len(valid), shard)]
     out = table.copy()
     for strategy in strategies:
         s = np.full(len(parsed), np.nan)
-        s[np.array(ok, dtype=bool)] = _score(model, wt, [p for p in parsed if p is not None],
-                                             strategy, max_tokens, progress)
+        if mine:
+            s[mine] = _score(model, wt, [parsed[k] for k in mine],  # type: ignore[misc]
+                             strategy, max_tokens, progress)
         out[f"score_{strategy}"] = s
     return out, [(row, f"{source}: {msg}") for row, msg in skipped]
 

@@ -17,7 +17,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("embed", help="mean or per-residue embeddings (and contacts) for a FASTA",
                        description="Embed every record of a FASTA. Output by suffix: .npz (all "
                        "arrays), .npy (mean embeddings; ids in <stem>.ids.txt), .parquet, or a "
-                       "folder of shards. Resumable: rerun the same command after an interruption.")
+                       "folder of shards. Resumable: rerun the same command after an "
+                       "interruption. Parallel: under `torchrun --nproc-per-node N -m "
+                       "protein_lm.cli embed ...` each process embeds every N-th shard file (on "
+                       "cuda:LOCAL_RANK, or the CPU) and rank 0 writes the output once all are "
+                       "done. Independent jobs (a Slurm array): `--shard "
+                       "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT` in each job fills "
+                       "OUT.parts/, then the same command without --shard merges.")
     p.add_argument("--model", required=True, help="hub id, local dir, or 'tiny'")
     p.add_argument("input", type=Path)
     p.add_argument("-o", "--output", required=True, type=Path)
@@ -31,7 +37,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="auto: padded batches on CUDA, exact-length batches on CPU")
     p.add_argument("--long", choices=("error", "window"), default="error",
                    help="sequences > 1,022 residues: error (default) or average windows")
-    p.add_argument("--shard-size", type=int, default=1000, help="records per resumable shard")
+    p.add_argument("--shard-size", type=int, default=1000,
+                   help="records per resumable shard file (default 1000); the unit of work "
+                   "shared out among processes, so keep it <= records / processes")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="embed only shard files k with k %% N == I into OUT.parts/ (independent "
+                   "jobs, e.g. a Slurm array); rerun without --shard to merge. Not with torchrun")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="model dtype (default float32; float16/bfloat16 halve GPU memory)")
     add_common_options(p)
@@ -41,26 +52,45 @@ def run(args: argparse.Namespace) -> int:
     """Embed; exit 1 if a record ran out of memory alone (NaN row, id logged)."""
     import torch
 
+    from protein_lm.distributed import parse_shard, process_group, rank_device
     from protein_lm.embedding_store import embed_to_file
     from protein_lm.embeddings import check_records
     from protein_lm.models import load_model
     from protein_lm.sequences import read_fasta
 
+    shard = parse_shard(args.shard) if args.shard else None
     records = read_fasta(args.input)  # every record checked before the model is loaded
     check_records(records, long_policy=args.long)
-    model = load_model(args.model, "masked-lm", device=args.device,
-                       dtype=getattr(torch, args.dtype))
-    out = embed_to_file(
-        model.eval(), records, args.output, shard_size=args.shard_size, model_name=args.model,
-        layers=args.layers, per_residue=args.per_residue, contacts=args.contacts,
-        max_tokens=args.batch_tokens, strategy=args.strategy, long_policy=args.long,
-        progress=not args.no_progress,
-    )
-    failed = _failed_ids(out)
+    with process_group() as group:
+        if shard is not None and group.world > 1:
+            raise ValueError("--shard is for independent jobs; under torchrun each process "
+                             "takes shard RANK/WORLD_SIZE (drop --shard)")
+        model = load_model(args.model, "masked-lm", device=rank_device(args.device),
+                           dtype=getattr(torch, args.dtype)).eval()
+        options = dict(
+            shard_size=args.shard_size, model_name=args.model, layers=args.layers,
+            per_residue=args.per_residue, contacts=args.contacts, max_tokens=args.batch_tokens,
+            strategy=args.strategy, long_policy=args.long,
+            progress=not args.no_progress and group.is_main,
+        )
+        out = embed_to_file(model, records, args.output, shard=shard or group.shard, **options)
+        group.barrier()  # every rank's shard files are written
+        failed: list[str] = []
+        if group.is_main and group.world > 1:  # rank 0 merges them (nothing left to embed)
+            out = embed_to_file(model, records, args.output, **options)
+        if group.is_main and (shard is None or shard[1] == 1):
+            failed = _failed_ids(out)
+        failed = group.broadcast(failed)  # the others stay until the output is written
+    if shard is not None and shard[1] > 1:
+        log.info("shard %d/%d written to %s; when all %d are done, rerun without --shard to "
+                 "merge", *shard, out, shard[1])
+        return 0
     if failed:
-        log.error("out of memory, skipped (NaN rows): %s", ", ".join(failed))
+        if group.is_main:
+            log.error("out of memory, skipped (NaN rows): %s", ", ".join(failed))
         return 1
-    log.info("wrote %s", out)
+    if group.is_main:
+        log.info("wrote %s", out)
     return 0
 
 

@@ -11,7 +11,15 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fold", help="predict structures with ESMFold (bulk, resumable)")
+    p = sub.add_parser(
+        "fold", help="predict structures with ESMFold (bulk, resumable)",
+        description="Fold every record of a FASTA into OUTDIR (one structure file per record, "
+        "summary.csv). Resumable: a rerun skips finished records. Parallel: under `torchrun "
+        "--nproc-per-node N -m protein_lm.cli fold ...` each process folds every N-th record "
+        "(on cuda:LOCAL_RANK, or the CPU) and rank 0 writes summary.csv and prints the totals. "
+        "Independent jobs (a Slurm array): `--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT` "
+        "in each job, then one run without --shard (folds only what is missing, rewrites "
+        "summary.csv).")  # fmt: skip
     p.add_argument("input", type=Path, help="FASTA; 'A:B' in a sequence line folds a multimer")
     p.add_argument("-o", "--output-dir", required=True, type=Path)
     p.add_argument("--model", default="facebook/esmfold_v1", help="hub id, local dir, or 'tiny'")
@@ -23,31 +31,50 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-recycles", type=int, default=None, help="default: the model's (4 for esmfold_v1)")
     p.add_argument("--max-length", type=int, default=1024,
                    help="longest record (residues + linkers) to fold; 0 = no limit (default 1024)")
-    p.add_argument("--shard", default=None,
-                   help="fold only shard i of n ('i/n'); default: RANK/WORLD_SIZE under torchrun, else 0/1")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="fold only shard I of N (independent jobs, e.g. a Slurm array); not "
+                   "with torchrun, which shards by RANK/WORLD_SIZE")
     p.add_argument("--no-cpu-fallback", action="store_true", help="do not retry out-of-memory records on CPU")
     add_common_options(p)  # --device, --no-progress, --quiet, --verbose
 
 
 def run(args: argparse.Namespace) -> int:
     """Fold; exit 1 if a record failed (each logged at WARNING, then a line with the count)."""
-    from protein_lm.folding.bulk import fold_fasta, parse_shard, shard_from_env
+    from protein_lm.distributed import parse_shard, process_group
+    from protein_lm.folding.bulk import fold_fasta, write_summary
+    from protein_lm.sequences import read_fasta
 
     chunk = args.chunk_size
     if chunk not in ("auto", "none"):
         try:
             chunk = int(chunk)
         except ValueError:
-            raise ValueError(f"--chunk-size must be an int, 'auto' or 'none', got {chunk!r}") from None
+            raise ValueError(
+                f"--chunk-size must be an int, 'auto' or 'none', got {chunk!r}") from None
         if chunk <= 0:
             raise ValueError(f"--chunk-size must be > 0, got {chunk}")
-    report = fold_fasta(
-        args.input, args.output_dir, args.model, fmt=args.format,
-        shard=parse_shard(args.shard) if args.shard else shard_from_env(), device=args.device,
-        chunk_size=None if chunk == "none" else chunk, max_tokens=args.max_tokens,
-        num_recycles=args.num_recycles, max_length=args.max_length or None,
-        cpu_fallback=not args.no_cpu_fallback, progress=not args.no_progress,
-    )  # fmt: skip
-    print(f"folded {report.folded}, skipped {report.skipped} (already done), failed {report.failed}; "
-          f"summary: {report.summary}")
-    return 1 if report.failed else 0
+    shard = parse_shard(args.shard) if args.shard else None
+    with process_group() as group:
+        if shard is not None and group.world > 1:
+            raise ValueError("--shard is for independent jobs; under torchrun each process "
+                             "takes shard RANK/WORLD_SIZE (drop --shard)")
+        report = fold_fasta(
+            args.input, args.output_dir, args.model, fmt=args.format,
+            shard=shard or group.shard, device=args.device,
+            chunk_size=None if chunk == "none" else chunk, max_tokens=args.max_tokens,
+            num_recycles=args.num_recycles, max_length=args.max_length or None,
+            cpu_fallback=not args.no_cpu_fallback, progress=not args.no_progress and group.is_main,
+            summary=group.world == 1,
+        )  # fmt: skip
+        counts = group.all_gather((report.folded, report.skipped, report.failed))  # also a barrier
+        folded, skipped, failed = (sum(c[k] for c in counts) for k in range(3))
+        summary = report.summary
+        if group.world > 1 and group.is_main:  # every rank is done: rank 0 merges
+            summary = write_summary(read_fasta(args.input, validate_sequences=False),
+                                    args.output_dir, args.format)
+        group.barrier()  # the others stay until the summary is written (torchrun stops all
+        # processes as soon as one exits with an error)
+    if group.is_main:
+        print(f"folded {folded}, skipped {skipped} (already done), failed {failed}; "
+              f"summary: {summary}")
+    return 1 if failed else 0

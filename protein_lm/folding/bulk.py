@@ -15,8 +15,9 @@ Layout of `output_dir`:
 Resume: a rerun skips every record whose structure file and scores JSON both exist (a record
 with only one of them, e.g. from a version without scores, is folded again). Sharding:
 `shard=(i, n)` folds every n-th record (round-robin over length-sorted records, so shards get
-similar work); n processes or machines can share one output directory (e.g. torchrun:
-`shard_from_env()`).
+similar work); n processes or machines can share one output directory (`protein_lm.distributed`:
+torchrun ranks or `--shard i/n` jobs; with `summary=False` a shard leaves `summary.csv` to the
+process that merges, after every shard is done).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from protein_lm.errors import InvalidInputError, require
+from protein_lm.distributed import rank_device
+from protein_lm.errors import InvalidInputError
 from protein_lm.folding.esmfold import build_folder, prepare
 from protein_lm.folding.results import (
     DEFAULT_MODEL,
@@ -49,8 +51,6 @@ __all__ = [
     "fold_fasta",
     "write_summary",
     "safe_filename",
-    "parse_shard",
-    "shard_from_env",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,22 +80,6 @@ def safe_filename(record_id: str) -> str:
     return "_" + name[1:] if name.startswith(".") else (name or "_")
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """Parse `i/n` (0 <= i < n) into `(i, n)`."""
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise InvalidInputError(f"--shard must look like 'i/n' (e.g. 0/4), got {text!r}") from None
-    if not 0 <= i < n:
-        raise InvalidInputError(f"--shard {text!r}: need 0 <= i < n")
-    return i, n
-
-
-def shard_from_env() -> tuple[int, int]:
-    """`(RANK, WORLD_SIZE)` as set by torchrun/SLURM wrappers, else `(0, 1)`."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
 def fold_fasta(
     input_fasta: str | os.PathLike[str],
     output_dir: str | os.PathLike[str],
@@ -110,18 +94,20 @@ def fold_fasta(
     max_length: int | None = MAX_LENGTH,
     cpu_fallback: bool = True,
     progress: bool = True,
+    summary: bool = True,
 ) -> BulkReport:
     """Fold every record of `input_fasta` (this process's shard) into `output_dir`; see module doc.
 
     Bad records (invalid letters, empty chains, too long, out of memory) are logged at WARNING
     (one line each: id, reason, message), written to `errors/` and `summary.csv`, and the run
     goes on; a final WARNING gives their number and the `errors/` folder. Folding arguments are
-    those of `fold`.
+    those of `fold`. `summary=False` skips rebuilding `summary.csv` (a torchrun rank: rank 0
+    rebuilds it with `write_summary` once every rank is done); the report's `summary` is its path.
     """
     if fmt not in ("pdb", "cif"):
         raise ValueError(f"`fmt` must be 'pdb' or 'cif', got {fmt!r}")
     records = read_fasta(input_fasta, validate_sequences=False)
-    device = device or _rank_device()
+    device = rank_device(device)
     out = _writable_dir(Path(output_dir))
     names = _file_names(records)
     mine = _shard(records, *shard)
@@ -165,17 +151,19 @@ def fold_fasta(
                     folded, failed = folded + ok, failed + 1 - ok
                 bar.update(1)
     finally:
-        summary = write_summary(records, out, fmt, names)
-    log.info("folded %d, skipped %d, failed %d; summary: %s", folded, len(done), failed, summary)
+        summary_path = write_summary(records, out, fmt, names) if summary else out / "summary.csv"
+    log.info(
+        "folded %d, skipped %d, failed %d; summary: %s", folded, len(done), failed, summary_path
+    )
     if failed:
         log.warning(
             "%d record(s) not folded; one file per record in %s (reason and message), "
             "status in %s; a rerun retries them",
             failed,
             out / "errors",
-            summary,
+            summary_path,
         )
-    return BulkReport(out, folded, len(done), failed, summary)
+    return BulkReport(out, folded, len(done), failed, summary_path)
 
 
 def write_summary(
@@ -218,14 +206,6 @@ def _writable_dir(path: Path) -> Path:
             "choose another -o/--output-dir"
         ) from None
     return path
-
-
-def _rank_device() -> str | None:
-    """`cuda:LOCAL_RANK` under torchrun when CUDA is available (one GPU per process), else None."""
-    if "LOCAL_RANK" not in os.environ:
-        return None
-    torch = require("torch", "torch")
-    return f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else None
 
 
 def _file_names(records: list[FastaRecord]) -> dict[str, str]:

@@ -20,8 +20,9 @@ pytest.importorskip("biotite")
 import biotite.structure.io as bio_io  # noqa: E402
 
 from protein_lm.cli import main  # noqa: E402
+from protein_lm.distributed import parse_shard  # noqa: E402
 from protein_lm.errors import InvalidInputError  # noqa: E402
-from protein_lm.folding.bulk import fold_fasta, parse_shard, safe_filename  # noqa: E402
+from protein_lm.folding.bulk import fold_fasta, safe_filename  # noqa: E402
 from protein_lm.folding.esmfold import load_folding_model  # noqa: E402
 from protein_lm.folding.runtime import Folder  # noqa: E402
 

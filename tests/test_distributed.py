@@ -1,0 +1,195 @@
+"""Shards and ranks: parsing, blocks, `--shard i/n` jobs then a merge, and real 2-process torchrun
+runs of `embed`, `fold` and `score` on CPU giving the same outputs as one process (issue #12)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from protein_lm.distributed import block, parse_shard, process_group, rank_device, shard_from_env
+from protein_lm.errors import InvalidInputError
+
+LENGTHS = (30, 12, 41, 25, 18, 36)
+
+
+def _fasta(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), n)) for n in LENGTHS]
+    path.write_text("".join(f">r{k} record {k}\n{s}\n" for k, s in enumerate(seqs)))
+    return path
+
+
+# ---------------------------------------------------------------- units (no torch needed)
+def test_parse_shard() -> None:
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "x", "1/0", "-1/2", "1/2/3"):
+        with pytest.raises(InvalidInputError, match="shard"):
+            parse_shard(bad)
+
+
+def test_shard_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert shard_from_env() == (0, 1)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert shard_from_env() == (1, 3)
+    monkeypatch.setenv("RANK", "3")
+    with pytest.raises(InvalidInputError, match="need 0 <= RANK < WORLD_SIZE"):
+        shard_from_env()
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(InvalidInputError, match="must be integers"):
+        shard_from_env()
+
+
+@pytest.mark.parametrize("n_items", [0, 1, 5, 8, 13], ids=lambda n: f"N{n}")
+def test_blocks_are_contiguous_balanced_and_cover_everything(n_items: int) -> None:
+    for n in range(1, 5):
+        blocks = [block(n_items, (i, n)) for i in range(n)]
+        assert [k for b in blocks for k in b] == list(range(n_items))
+        assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
+    with pytest.raises(ValueError, match="0 <= i < n"):
+        block(3, (2, 2))
+
+
+def test_alone_without_launcher_and_a_clear_error_without_master(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    with process_group() as group:
+        assert (group.rank, group.world, group.is_main) == (0, 1, True)
+        group.barrier()
+        assert group.all_gather(7) == [7] and group.broadcast("x") == "x"
+    assert rank_device("cpu") == "cpu" and rank_device() is None
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(InvalidInputError, match="launch with torchrun"):
+        with process_group():
+            pass
+
+
+# ---------------------------------------------------------------- with the tiny models
+torch = pytest.importorskip("torch")
+
+from protein_lm.cli import main  # noqa: E402
+from protein_lm.embedding_store import load_embeddings  # noqa: E402
+
+
+def test_embed_shard_jobs_then_a_merge_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """Slurm-array style: `--shard i/n` jobs fill OUT.parts/, a run without --shard merges."""
+    import protein_lm.embedding_store as store
+
+    fasta, out = _fasta(tmp_path / "in.fasta"), tmp_path / "e.npz"
+    args = ["embed", "--model", "tiny", str(fasta), "-o", str(out), "--shard-size", "2",
+            "--no-progress"]
+    assert main([*args, "--shard", "1/2"]) == 0
+    assert sorted(p.name for p in (tmp_path / "e.npz.parts").glob("shard-*")) == [
+        "shard-00001.npz"]  # shard files 0, 1, 2: job 1 of 2 writes file 1 only
+    assert not out.exists() and "rerun without --shard to merge" in caplog.text
+    assert main([*args, "--shard", "0/2"]) == 0 and not out.exists()
+    calls = []
+    real = store.embed
+    monkeypatch.setattr(store, "embed", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert main(args) == 0 and calls == []  # the merge embeds nothing
+    assert load_embeddings(out).ids == tuple(f"r{k}" for k in range(6))
+    assert not (tmp_path / "e.npz.parts").exists()
+
+
+def test_score_blocks_together_equal_one_run() -> None:
+    import pandas as pd
+
+    from protein_lm.models import load_model
+    from protein_lm.variants import score_dataframe
+
+    model = load_model("tiny", "masked-lm", device="cpu").eval()
+    wt = "MKTAYIAKQRQISFVKSHFSRQ"
+    table = pd.DataFrame({"mutant": ["K2A", "B2A", "T3G", "A4W:I6L", "R10E", "S13C", "K2R"]})
+    whole, _ = score_dataframe(model, wt, table, on_error="skip")
+    parts = [score_dataframe(model, wt, table, on_error="skip", shard=(i, 3))[0]
+             for i in range(3)]
+    col = "score_masked-marginals"
+    mine = [np.flatnonzero(p[col].notna()).tolist() for p in parts]
+    assert mine == [[0, 2], [3, 4], [5, 6]]  # contiguous blocks of the 6 valid rows (1 is bad)
+    merged = parts[0][col].to_numpy()
+    for p in parts[1:]:
+        merged = np.where(np.isnan(merged), p[col], merged)
+    np.testing.assert_allclose(merged, whole[col], rtol=0, atol=1e-6, equal_nan=True)
+
+
+# ---------------------------------------------------------------- torchrun, 2 CPU processes
+def _torchrun(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`torchrun --standalone --nproc-per-node 2 -m protein_lm.cli ARGV` in `tmp_path`. Each
+    rank builds `tiny` itself: the equal outputs below also show the seeded weights agree."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "protein_lm.cli", *argv, "--no-progress"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def test_torchrun_embed_matches_one_process(tmp_path: Path) -> None:
+    fasta = _fasta(tmp_path / "in.fasta")
+    opts = ["--per-residue", "--layers", "0", "-1", "--shard-size", "2"]
+    _torchrun(tmp_path, "embed", "--model", "tiny", str(fasta), "-o", "two.npz", *opts)
+    assert not (tmp_path / "two.npz.parts").exists()
+    assert main(["embed", "--model", "tiny", str(fasta), "-o", str(tmp_path / "one.npz"),
+                 *opts, "--no-progress"]) == 0
+    one, two = load_embeddings(tmp_path / "one.npz"), load_embeddings(tmp_path / "two.npz")
+    assert two.ids == one.ids == tuple(f"r{k}" for k in range(6))
+    assert two.layers == one.layers and np.array_equal(two.lengths, one.lengths)
+    for layer in one.layers:
+        np.testing.assert_allclose(two.mean[layer], one.mean[layer], rtol=0, atol=1e-5)
+        for a, b in zip(two.per_residue[layer], one.per_residue[layer]):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+def _coords(pdb: Path) -> np.ndarray:
+    return np.array([[float(line[30:38]), float(line[38:46]), float(line[46:54])]
+                     for line in pdb.read_text().splitlines() if line.startswith("ATOM")])
+
+
+def _rows(summary: Path) -> list[dict[str, str]]:
+    with summary.open() as f:  # `seconds` is wall time: the one column that may differ
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+def test_torchrun_fold_matches_one_process(tmp_path: Path) -> None:
+    fasta = _fasta(tmp_path / "in.fasta")
+    proc = _torchrun(tmp_path, "fold", "--model", "tiny", str(fasta), "-o", "two")
+    assert proc.stdout.count("folded 6, skipped 0 (already done), failed 0") == 1  # rank 0 only
+    assert main(["fold", "--model", "tiny", str(fasta), "-o", str(tmp_path / "one"),
+                 "--no-progress"]) == 0
+    one, two = tmp_path / "one", tmp_path / "two"
+    names = sorted(p.name for p in one.iterdir())
+    assert sorted(p.name for p in two.iterdir()) == names and len(names) == 13
+    for k in range(6):
+        a, b = _coords(one / f"r{k}.pdb"), _coords(two / f"r{k}.pdb")
+        assert a.shape == b.shape and len(a) > 0
+        np.testing.assert_allclose(b, a, rtol=0, atol=1.001e-3)  # PDB: 3 decimals (rounding)
+        sa, sb = (json.loads((d / f"r{k}_scores.json").read_text()) for d in (one, two))
+        assert sa.keys() == sb.keys()
+        for key in sa:  # per-residue pLDDT, PAE, pTM at full precision
+            np.testing.assert_allclose(np.asarray(sb[key], float), np.asarray(sa[key], float),
+                                       rtol=0, atol=1e-4)
+    assert _rows(two / "summary.csv") == _rows(one / "summary.csv")
+    assert {r["status"] for r in _rows(two / "summary.csv")} == {"ok"}
+
+
+def test_torchrun_score_matches_one_process(tmp_path: Path) -> None:
+    muts = tmp_path / "m.csv"
+    muts.write_text("mutant,fitness\nK2A,1\nT3G,2\nA4W:I6L,3\nR10E,4\nS13C,5\nK2R,6\nR21W,7\n")
+    args = ["score", "--model", "tiny", "--sequence", "MKTAYIAKQRQISFVKSHFSRQ", "--mutations",
+            str(muts), "--strategy", "wt-marginals", "masked-marginals"]
+    _torchrun(tmp_path, *args, "-o", "two.csv")
+    assert main([*args, "-o", str(tmp_path / "one.csv"), "--no-progress"]) == 0
+    assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
