@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "protein_lm"
-CORE = {"errors", "sequences", "tokenization", "batching", "data", "metrics", "models"}
+CORE = {"errors", "sequences", "tokenization", "batching", "data", "metrics", "models",
+        "distributed"}
 
 
 def _module_name(path: Path) -> str:
