@@ -172,6 +172,12 @@ def embed(
     n_layers = base.config.num_hidden_layers
     want = _resolve_layers(layers, n_layers)
     device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    if device.type == "cpu" and getattr(dtype, "itemsize", 4) < 4:
+        # Measured by benchmarks/scale.py --smoke: bf16 on CPU was 3-4x slower than fp32 (no
+        # half-precision matmul kernels on most CPUs) and saves no time, only memory.
+        warnings.warn(f"embed(): a {dtype} model on the CPU is several times slower than float32; "
+                      "half precision pays off on GPUs", stacklevel=2)
     if strategy == "auto":
         strategy = "padded" if device.type == "cuda" else "exact"
     items = _expand(records)  # (record index, start, sub-sequence); long ones windowed

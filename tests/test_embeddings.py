@@ -232,3 +232,11 @@ def test_plot_contact_map(model) -> None:
     assert image.shape == cm.shape and np.ma.is_masked(image[5, 2])  # |i-j| < 6 below diagonal
     with pytest.raises(ValueError, match="square"):
         plot_contact_map(np.zeros((3, 4)))
+
+
+def test_half_precision_on_cpu_warns_and_still_gives_finite_embeddings() -> None:
+    """bf16 on CPU is slower than fp32 (benchmarks/scale.py): say so, but keep working."""
+    half = load_model("tiny", "masked-lm", dtype=torch.bfloat16).eval()
+    with pytest.warns(UserWarning, match="slower than float32"):
+        out = embed(half, {"a": "MKTAYIAKQR"})
+    assert all(np.isfinite(m).all() for m in out.mean.values())
