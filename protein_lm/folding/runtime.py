@@ -7,6 +7,15 @@ Policy (`Folder.fold_batch`): fold a length-sorted batch with the chunk size fro
 with halved chunk sizes down to 4, then on CPU (language model in fp32), then return a
 `FoldFailure` for it. Any other exception fails only its batch (logged with the traceback).
 OOM is detected by type, never by matching the message.
+
+Precision guard (issue #12): NaN or infinity never reaches a `FoldResult`. During the forward
+pass, hooks check the language model's hidden states (the float16 part on GPU) and the trunk's
+states row by row on real residues; a poisoned record stops the batch at once, becomes a
+`FoldFailure` with reason "non-finite" (naming the language model's dtype and the fix: float32 on
+CPU), and the batch's other records are folded again without it. Every prediction is checked once
+more (positions, pLDDT, PAE, pTM, ipTM) before it becomes a `FoldResult`. Without the hooks, NaN
+in the trunk crashes transformers' batch pTM (`IndexError` in `compute_tm`), failing the whole
+batch with an unhelpful message.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ __all__ = [
     "free_memory",
     "place",
     "interface_ptm",
+    "non_finite_fields",
 ]
 
 log = logging.getLogger(__name__)
@@ -175,6 +185,12 @@ class Folder:
                 return self.run(items, device, chunk)
             except self.torch.cuda.OutOfMemoryError as exc:
                 oom, last = True, str(exc).splitlines()[0]
+            except _NonFinite as exc:  # fail the poisoned records, refold the others
+                bad = {i: self._non_finite(items[i], exc.where, device) for i in exc.rows}
+                rest = [it for i, it in enumerate(items) if i not in bad]
+                done = {r.id: r for r in (self.fold_batch(rest) if rest else [])}
+                done.update({f.id: f for f in bad.values()})
+                return [done[it.id] for it in items]
             except Exception as exc:  # noqa: BLE001 - a bad batch must not end a bulk run
                 log.exception("%s: folding failed", _ids(items))
                 return [
@@ -215,20 +231,31 @@ class Folder:
             mask[i, : it.length] = 1
             residx[i, : it.length] = torch.from_numpy(it.residx)
         start = time.perf_counter()
-        with torch.inference_mode():
-            out = self.model(
-                aatype.to(device),
-                attention_mask=mask.to(device),
-                position_ids=residx.to(device),
-                num_recycles=self.num_recycles,
-            )
-            results = self._results(items, out, device, chunk)
+        hooks = [
+            self.model.esm.register_forward_hook(_check_language_model, with_kwargs=True),
+            self.model.trunk.register_forward_hook(_check_trunk),
+        ]
+        try:
+            with torch.inference_mode():
+                out = self.model(
+                    aatype.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=residx.to(device),
+                    num_recycles=self.num_recycles,
+                )
+                results = self._results(items, out, device, chunk)
+        finally:
+            for hook in hooks:
+                hook.remove()
         seconds = (time.perf_counter() - start) / n
-        return [dataclasses.replace(r, seconds=seconds) for r in results]
+        return [
+            dataclasses.replace(r, seconds=seconds) if isinstance(r, FoldResult) else r
+            for r in results
+        ]
 
     def _results(
         self, items: list[FoldInput], out: Any, device: str, chunk: int | None
-    ) -> list[FoldResult]:
+    ) -> list[FoldResult | FoldFailure]:
         of = require("transformers.models.esm.openfold_utils", "fold")
         pos14 = out["positions"][-1]  # (B, L, 14, 3)
         pos37 = of.atom14_to_atom37(pos14, out).float().cpu().numpy()  # (B, L, 37, 3)
@@ -238,7 +265,7 @@ class Folder:
         pae = out["predicted_aligned_error"].float().cpu().numpy()  # (B, L, L) Angstrom
         top = out.get("max_predicted_aligned_error")  # the last bin centre: one value for all
         max_pae = MAX_PAE if top is None else float(top.reshape(-1)[0])
-        results = []
+        results: list[FoldResult | FoldFailure] = []
         for b, it in enumerate(items):
             idx = np.flatnonzero(it.real)
             pos, msk = pos37[b, idx], mask37[b, idx].copy()
@@ -247,25 +274,97 @@ class Folder:
             pos[unk, 1], msk[unk, 1] = pos14[b, idx[unk], 1], True
             sel = self.torch.as_tensor(idx, device=out["ptm_logits"].device)
             logits = out["ptm_logits"][b].index_select(0, sel).index_select(1, sel).float()
-            ptm = float(of.compute_tm(logits, max_bin=31, no_bins=logits.shape[-1]))
+            ptm = float("nan")  # compute_tm raises IndexError on NaN logits
+            if bool(self.torch.isfinite(logits).all()):
+                ptm = float(of.compute_tm(logits, max_bin=31, no_bins=logits.shape[-1]))
             multimer = len(it.chains) > 1
-            results.append(
-                FoldResult(
-                    it.id,
-                    ":".join(it.chains),
-                    pos.astype(np.float32),
-                    msk,
-                    plddt[b, idx].astype(np.float32),
-                    pae[b][np.ix_(idx, idx)].astype(np.float32),
-                    ptm,
-                    it.chain_index,
-                    device=device,
-                    chunk_size=chunk,
-                    iptm=interface_ptm(logits, it.chain_index) if multimer else None,
-                    max_pae=max_pae,
-                )
+            result = FoldResult(
+                it.id,
+                ":".join(it.chains),
+                pos.astype(np.float32),
+                msk,
+                plddt[b, idx].astype(np.float32),
+                pae[b][np.ix_(idx, idx)].astype(np.float32),
+                ptm,
+                it.chain_index,
+                device=device,
+                chunk_size=chunk,
+                iptm=interface_ptm(logits, it.chain_index) if multimer else None,
+                max_pae=max_pae,
             )
+            results.append(self._check_finite(result))
         return results
+
+    def _check_finite(self, result: FoldResult) -> FoldResult | FoldFailure:
+        """`result`, or a "non-finite" `FoldFailure` if any output holds NaN or infinity."""
+        bad = non_finite_fields(result)
+        if not bad:
+            return result
+        return self._non_finite(result, ", ".join(bad), result.device)
+
+    def _non_finite(self, item: FoldInput | FoldResult, where: str, device: str) -> FoldFailure:
+        lm = str(next(self.model.esm.parameters()).dtype).removeprefix("torch.")
+        if lm in ("float16", "bfloat16"):
+            fix = (
+                f"{lm} can overflow: fold it with the language model in float32 on CPU "
+                "(device='cpu'; CLI: --device cpu)"
+            )
+        else:
+            fix = "the model weights or the input are likely broken"
+        message = (
+            f"non-finite {where} (NaN or infinity) on {device} with the ESM-2 language model in "
+            f"{lm}; {fix}"
+        )
+        seq = item.sequence if isinstance(item, FoldResult) else ":".join(item.chains)
+        return FoldFailure(item.id, seq, "non-finite", message)
+
+
+class _NonFinite(Exception):
+    """Raised by the forward hooks: batch rows `rows` hold NaN or infinity in `where`."""
+
+    def __init__(self, where: str, rows: list[int]) -> None:
+        super().__init__(f"non-finite {where} in batch rows {rows}")
+        self.where, self.rows = where, rows
+
+
+def _bad_rows(tensors: Any, mask: Any) -> list[int]:
+    """Batch rows with a non-finite value at a real position; tensors (B, T, ...), mask (B, T)."""
+    bad = None
+    for t in tensors:
+        row_bad = ~t.isfinite().reshape(*t.shape[:2], -1).all(-1) & mask  # (B, T)
+        bad = row_bad if bad is None else bad | row_bad
+    return [] if bad is None else bad.any(-1).nonzero().flatten().tolist()
+
+
+def _check_language_model(module: Any, args: Any, kwargs: Any, output: Any) -> None:
+    mask = kwargs.get("attention_mask")  # (B, T) real tokens incl. cls/eos
+    hidden = output["hidden_states"]  # per layer (B, T, D)
+    mask = hidden[0].new_ones(hidden[0].shape[:2], dtype=bool) if mask is None else mask.bool()
+    rows = _bad_rows(hidden, mask)
+    if rows:
+        raise _NonFinite("language model output", rows)
+
+
+def _check_trunk(module: Any, args: Any, output: Any) -> None:
+    mask = args[4].bool()  # trunk(s_s_0, s_z_0, aa, position_ids, mask): (B, L)
+    rows = _bad_rows([output["s_s"], output["s_z"]], mask)  # (B, L, C), (B, L, L, C)
+    if rows:
+        raise _NonFinite("trunk states", rows)
+
+
+def non_finite_fields(result: FoldResult) -> list[str]:
+    """Names of the outputs of `result` holding NaN or infinity (positions, plddt, pae, ptm, iptm).
+
+    >>> import numpy as np
+    >>> r = FoldResult("x", "G", np.zeros((1, 37, 3), np.float32), np.ones((1, 37), bool),
+    ...                np.array([np.nan], np.float32), np.zeros((1, 1), np.float32), 0.5,
+    ...                np.zeros(1, np.int64))
+    >>> non_finite_fields(r)
+    ['plddt']
+    """
+    values = {"positions": result.positions, "plddt": result.plddt, "pae": result.pae,
+              "ptm": result.ptm, "iptm": 0.0 if result.iptm is None else result.iptm}  # fmt: skip
+    return [name for name, v in values.items() if not np.isfinite(v).all()]
 
 
 def interface_ptm(logits: Any, chain_index: np.ndarray, max_bin: float = 31.0) -> float:

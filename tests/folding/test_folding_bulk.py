@@ -308,3 +308,24 @@ def test_cli_fold_reports_each_failed_record_at_warning(
     assert warnings[2].startswith("2 record(s) not folded") and str(out / "errors") in warnings[2]
     assert "folded 1, skipped 0 (already done), failed 2" in capsys.readouterr().out
     assert sorted(p.name for p in (out / "errors").iterdir()) == ["b.txt", "c.txt"]
+
+
+def test_non_finite_prediction_is_a_failed_record_and_nothing_is_written(tmp_path: Path) -> None:
+    """Issue #12: NaN from an overflowing LM becomes failed:non-finite, never a NaN file."""
+    model = load_folding_model("tiny", device="cpu")
+
+    def hook(module, args, output):
+        return output * float("inf")
+
+    handle = model.esm.embeddings.register_forward_hook(hook)
+    try:
+        fasta = _fasta(tmp_path / "in.fasta", {"p6": SEQS["p6"]})
+        report = fold_fasta(fasta, tmp_path / "out", model, progress=False)
+    finally:
+        handle.remove()
+    out = tmp_path / "out"
+    assert (report.folded, report.failed) == (0, 1)
+    assert not list(out.glob("p6*.pdb")) and not list(out.glob("*_scores.json"))
+    row = _summary(out)["p6"]
+    assert row["status"] == "failed:non-finite" and "language model" in row["message"]
+    assert (out / "errors" / "p6.txt").read_text().startswith("non-finite\t")

@@ -208,3 +208,41 @@ def test_result_is_frozen(model) -> None:
     (res,) = fold(TRP, model)
     with pytest.raises(dataclasses.FrozenInstanceError):
         res.ptm = 1.0  # type: ignore[misc]
+
+
+def test_load_kwargs_stream_to_cuda_only() -> None:
+    """Issue #11: on CUDA the weights go from the safetensors file straight to the GPU."""
+    from protein_lm.folding.esmfold import _load_kwargs
+
+    assert _load_kwargs("cpu") == {}
+    assert _load_kwargs("cuda") == {"device_map": torch.device("cuda")}
+    assert _load_kwargs("cuda:1") == {"device_map": torch.device("cuda", 1)}
+
+
+def test_load_from_a_directory_with_and_without_device_map(
+    model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from protein_lm.folding import esmfold
+
+    model.save_pretrained(tmp_path)
+    loaded = load_folding_model(str(tmp_path), device="cpu")
+    ref = model.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in loaded.state_dict().items())
+    # The CUDA path (device_map, LM built in fp16), exercised on the CPU: the LM is loaded as
+    # fp16 and `place` makes it fp32 again for CPU; the trunk never leaves fp32.
+    seen = {}
+    real = esmfold.place
+
+    def spy(m, device):
+        seen["lm"] = next(m.esm.parameters()).dtype
+        seen["trunk"] = next(m.trunk.parameters()).dtype
+        return real(m, device)
+
+    monkeypatch.setattr(esmfold, "_load_kwargs", lambda dev: {"device_map": torch.device(dev)})
+    monkeypatch.setattr(esmfold, "place", spy)
+    streamed = load_folding_model(str(tmp_path), device="cpu")
+    assert seen == {"lm": torch.float16, "trunk": torch.float32}
+    assert next(streamed.esm.parameters()).dtype == torch.float32
+    for k, v in streamed.state_dict().items():
+        tol = 1e-3 if k.startswith("esm.") else 0.0  # the LM went through fp16
+        torch.testing.assert_close(v, ref[k], atol=tol, rtol=tol)

@@ -147,3 +147,81 @@ def test_language_model_is_fp16_on_gpu() -> None:
     assert next(m.trunk.parameters()).dtype == torch.float32
     (res,) = fold(LYSO, m)
     assert res.device.startswith("cuda") and np.isfinite(res.positions).all()
+
+
+def _poison(model, index: int = 0, times: int = 1):
+    """Make the LM embeddings of batch row `index` infinite (an fp16 overflow) in `times` calls."""
+    calls = []
+
+    def hook(module, args, output):
+        calls.append(1)
+        if len(calls) > times:
+            return output
+        output = output.clone()
+        output[index] = float("inf")
+        return output
+
+    return model.esm.embeddings.register_forward_hook(hook)
+
+
+def test_non_finite_predictions_are_failures_never_nan_results() -> None:
+    """Issue #12: an overflowing LM must not give NaN coordinates; its record fails, named."""
+    model = load_folding_model("tiny", device="cpu")
+    items, _ = prepare([FastaRecord("a", LYSO[:40]), FastaRecord("b", LYSO[:40])])
+    handle = _poison(model, 0)  # both records fold in one batch; only row 0 is poisoned
+    try:
+        outs = {o.id: o for o in iter_fold(items, model, chunk_size=None)}
+    finally:
+        handle.remove()
+    handle = _poison(model, 0)
+    try:
+        with pytest.raises(FoldingError, match=r"non-finite .*language model in float32"):
+            fold(LYSO[:40], model)
+    finally:
+        handle.remove()
+    failed = [o for o in outs.values() if not isinstance(o, FoldResult)]
+    ok = [o for o in outs.values() if isinstance(o, FoldResult)]
+    assert len(failed) == 1 and len(ok) == 1
+    assert failed[0].reason == "non-finite" and "language model output" in failed[0].message
+    assert np.isfinite(ok[0].positions).all() and np.isfinite(ok[0].pae).all()
+    (res,) = fold(LYSO[:40], model)  # hook removed: folds again
+    assert np.isfinite(res.positions).all()
+
+
+def test_non_finite_message_names_half_precision_and_the_fix(model) -> None:
+    folder = Folder(model, "cpu", "auto", None, True)
+    (res,) = fold(TRP, model)
+    nan = np.full_like(res.plddt, np.nan)
+    folder.model.esm.half()  # as on GPU
+    try:
+        out = folder._check_finite(folding_runtime.dataclasses.replace(res, plddt=nan, ptm=np.inf))
+    finally:
+        folder.model.esm.float()
+    assert out.reason == "non-finite" and out.id == res.id
+    assert "non-finite plddt, ptm" in out.message and "language model in float16" in out.message
+    assert "float32 on CPU" in out.message and "--device cpu" in out.message
+    assert folder._check_finite(res) is res
+    assert folding_runtime.non_finite_fields(
+        folding_runtime.dataclasses.replace(res, iptm=float("nan"))
+    ) == ["iptm"]
+
+
+def test_non_finite_trunk_fails_its_record_not_the_batch_with_an_index_error(model) -> None:
+    """NaN in the fp32 trunk used to crash transformers' batch pTM (IndexError) for all records."""
+    items, _ = prepare([FastaRecord("a", TRP), FastaRecord("b", TRP[:18])])
+    calls = []
+
+    def hook(module, args, output):  # poisons row 0 of the first batch only
+        calls.append(1)
+        first = len(calls) == 1
+        return output.index_fill(0, torch.tensor([0]), torch.nan) if first else output
+
+    handle = model.esm_s_mlp.register_forward_hook(hook)
+    try:
+        outs = {o.id: o for o in iter_fold(items, model, chunk_size=None)}
+    finally:
+        handle.remove()
+    (failed,) = [o for o in outs.values() if not isinstance(o, FoldResult)]
+    (ok,) = [o for o in outs.values() if isinstance(o, FoldResult)]
+    assert failed.reason == "non-finite" and "non-finite trunk states" in failed.message
+    assert np.isfinite(ok.positions).all() and np.isfinite(ok.ptm)
