@@ -96,6 +96,9 @@ def test_notebook_renders_and_learns_in_smoke_mode(name: str, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROTEIN_LM_SMOKE", "1")  # the kernel inherits the environment
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # A kernel that inherits MPLBACKEND=Agg (CI sets it for headless tests) shows no figure at all;
+    # a user's Jupyter has no such variable and uses the inline backend, which is what we count.
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     nb = _execute(name, tmp_path)
     min_images, min_3d, has_splits = EXPECTED[name]
 

