@@ -200,7 +200,8 @@ class FoldResult:
 
 @dataclass(frozen=True)
 class FoldFailure:
-    """A record that was not folded; `reason`: invalid, too-long, out-of-memory, error or write."""
+    """A record that was not folded; `reason`: invalid, too-long, out-of-memory, non-finite, error
+    or write."""
 
     id: str
     sequence: str
