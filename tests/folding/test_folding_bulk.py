@@ -36,11 +36,6 @@ SEQS = {
 }
 
 
-@pytest.fixture(scope="module")
-def model():
-    return load_folding_model("tiny", device="cpu")
-
-
 def _fasta(path: Path, seqs: dict[str, str]) -> Path:
     path.write_text("".join(f">{k} some description\n{v}\n" for k, v in seqs.items()))
     return path

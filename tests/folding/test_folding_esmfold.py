@@ -23,17 +23,8 @@ from protein_lm.folding.esmfold import (  # noqa: E402
 )
 from protein_lm.folding.runtime import Folder  # noqa: E402
 from protein_lm.sequences import FastaRecord  # noqa: E402
+from proteins import LYSO, TRP  # noqa: E402
 
-LYSO = (  # hen lysozyme, PDB 1AKI
-    "KVFGRCELAAAMKRHGLDNYRGYSLGNWVCAAKFESNFNTQATNRNTDGSTDYGILQINSRWWCNDGRTPGSRNLCNIPCSALLSSDITASVN"
-    "CAKKIVSDGNGMNAWVAWRNRCKGTDVQAWIRGCRL"
-)
-TRP = "NLYIQWLKDGGPSSGRPPPS"
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_folding_model("tiny", device="cpu")
 
 
 def test_tiny_config_is_a_tiny_esmfold(model) -> None:

@@ -13,17 +13,8 @@ from protein_lm.folding.esmfold import fold, iter_fold, load_folding_model, prep
 from protein_lm.folding.results import FoldingError, FoldResult  # noqa: E402
 from protein_lm.folding.runtime import Folder, auto_chunk_size  # noqa: E402
 from protein_lm.sequences import FastaRecord  # noqa: E402
+from proteins import LYSO, TRP  # noqa: E402
 
-LYSO = (  # hen lysozyme, PDB 1AKI
-    "KVFGRCELAAAMKRHGLDNYRGYSLGNWVCAAKFESNFNTQATNRNTDGSTDYGILQINSRWWCNDGRTPGSRNLCNIPCSALLSSDITASVN"
-    "CAKKIVSDGNGMNAWVAWRNRCKGTDVQAWIRGCRL"
-)
-TRP = "NLYIQWLKDGGPSSGRPPPS"
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_folding_model("tiny", device="cpu")
 
 
 def test_auto_chunk_size_shrinks_with_memory_and_grows_with_length() -> None:
