@@ -111,6 +111,18 @@ class Group:
     def shard(self) -> tuple[int, int]:
         return self.rank, self.world
 
+    def job_shard(self, text: str | None) -> tuple[int, int] | None:
+        """The `--shard i/n` of an independent job (None when not given), parsed.
+
+        Refused under torchrun, where each process already takes shard RANK/WORLD_SIZE.
+        """
+        if not text:
+            return None
+        if self.world > 1:
+            raise InvalidInputError("--shard is for independent jobs; under torchrun each process "
+                                    "takes shard RANK/WORLD_SIZE (drop --shard)")
+        return parse_shard(text)
+
     def barrier(self) -> None:
         """Wait until every process got here."""
         if self._dist is not None:

@@ -193,3 +193,12 @@ def test_torchrun_score_matches_one_process(tmp_path: Path) -> None:
     _torchrun(tmp_path, *args, "-o", "two.csv")
     assert main([*args, "-o", str(tmp_path / "one.csv"), "--no-progress"]) == 0
     assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
+
+
+def test_job_shard_is_parsed_alone_and_refused_under_torchrun() -> None:
+    from protein_lm.distributed import Group
+
+    assert Group().job_shard(None) is None
+    assert Group().job_shard("1/3") == (1, 3)
+    with pytest.raises(InvalidInputError, match="drop --shard"):
+        Group(rank=0, world=2).job_shard("0/2")

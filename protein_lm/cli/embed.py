@@ -52,19 +52,16 @@ def run(args: argparse.Namespace) -> int:
     """Embed; exit 1 if a record ran out of memory alone (NaN row, id logged)."""
     import torch
 
-    from protein_lm.distributed import parse_shard, process_group, rank_device
+    from protein_lm.distributed import process_group, rank_device
     from protein_lm.embedding_store import embed_to_file
     from protein_lm.embeddings import check_records
     from protein_lm.models import load_model
     from protein_lm.sequences import read_fasta
 
-    shard = parse_shard(args.shard) if args.shard else None
     records = read_fasta(args.input)  # every record checked before the model is loaded
     check_records(records, long_policy=args.long)
     with process_group() as group:
-        if shard is not None and group.world > 1:
-            raise ValueError("--shard is for independent jobs; under torchrun each process "
-                             "takes shard RANK/WORLD_SIZE (drop --shard)")
+        shard = group.job_shard(args.shard)
         model = load_model(args.model, "masked-lm", device=rank_device(args.device),
                            dtype=getattr(torch, args.dtype)).eval()
         options = dict(

@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fold; exit 1 if a record failed (each logged at WARNING, then a line with the count)."""
-    from protein_lm.distributed import parse_shard, process_group
+    from protein_lm.distributed import process_group
     from protein_lm.folding.bulk import fold_fasta, write_summary
     from protein_lm.sequences import read_fasta
 
@@ -53,11 +53,8 @@ def run(args: argparse.Namespace) -> int:
                 f"--chunk-size must be an int, 'auto' or 'none', got {chunk!r}") from None
         if chunk <= 0:
             raise ValueError(f"--chunk-size must be > 0, got {chunk}")
-    shard = parse_shard(args.shard) if args.shard else None
     with process_group() as group:
-        if shard is not None and group.world > 1:
-            raise ValueError("--shard is for independent jobs; under torchrun each process "
-                             "takes shard RANK/WORLD_SIZE (drop --shard)")
+        shard = group.job_shard(args.shard)
         report = fold_fasta(
             args.input, args.output_dir, args.model, fmt=args.format,
             shard=shard or group.shard, device=args.device,
