@@ -2,11 +2,12 @@
 #   make demo   - set up .venv and run the offline demo
 #   make test   - set up .venv and run the full test suite (tests + notebooks), as CI does
 #   make lab    - set up .venv and open the notebooks in JupyterLab
+#   make lint   - ruff (lint + format check) and mypy over protein_lm/, as CI does
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= torch,tf,fold,notebooks,dev
 
-.PHONY: setup demo test test-tests test-notebooks lab clean
+.PHONY: setup demo test test-tests test-notebooks lab lint clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +24,11 @@ demo: setup
 test: setup
 	$(VENV)/bin/pytest tests
 	PROTEIN_LM_SMOKE=1 $(VENV)/bin/pytest --nbval-lax --current-env notebooks/
+
+lint: setup
+	$(VENV)/bin/ruff check protein_lm
+	$(VENV)/bin/ruff format --check protein_lm
+	$(VENV)/bin/mypy
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -522,8 +522,9 @@ class FoldRunner:
     def __init__(self, model: Any, device: str, num_recycles: int) -> None:
         mod = _esmfold_module()
         self.mod, self.device = mod, device
-        self.folder = mod.build_folder(model, device, chunk_size=None,
-                                       num_recycles=num_recycles, cpu_fallback=False)
+        options = mod.FoldOptions(device=device, chunk_size=None, num_recycles=num_recycles,
+                                  cpu_fallback=False)
+        self.folder = mod.build_folder(model, options)
         trunk = self.folder.model.config.esmfold_config.trunk
         self.pair = trunk.pairwise_state_dim
         self.heads = trunk.pairwise_state_dim // trunk.pairwise_head_width

@@ -45,6 +45,11 @@ def token_budget_batches(
     `shuffle=True`, so batches differ between seeds/epochs) and a batch is closed when
     `(max_len + extra_tokens) * (n + 1)` would exceed `max_tokens`. A sequence longer than the
     budget gets a batch of its own. With `shuffle=True` the batch order is shuffled too.
+
+    Three short proteins share a batch; a 100-residue one fills a 110-token budget alone:
+
+    >>> token_budget_batches([30, 100, 25, 28], max_tokens=110)
+    [[2, 3, 0], [1]]
     """
     if max_tokens <= 0:
         raise ValueError(f"`max_tokens` must be > 0, got {max_tokens}")
@@ -133,6 +138,12 @@ def align_token_labels(residue_labels: Sequence[Sequence[int]], width: int) -> n
         One label per residue, -100 for unlabelled residues.
     width : int
         Padded token length of the batch (residues + 2 special tokens, or more).
+
+    Residue i's label goes to token i + 1 (after `<cls>`); `<cls>`, `<eos>` and padding get -100:
+
+    >>> align_token_labels([[0, 1, 2], [2, 2]], width=6)
+    array([[-100,    0,    1,    2, -100, -100],
+           [-100,    2,    2, -100, -100, -100]])
     """
     out = np.full((len(residue_labels), width), IGNORE_INDEX, dtype=np.int64)
     for row, labels in enumerate(residue_labels):

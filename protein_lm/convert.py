@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from protein_lm.errors import InvalidInputError, ModelNotFoundError, require
+from protein_lm.files import atomic_file, staged_files
 from protein_lm.sequences import ESM2_TOKENS
 
 __all__ = [
@@ -187,8 +188,10 @@ def save_fairesm(model: Any, path: str | os.PathLike[str]) -> Path:
         encoder_attention_heads=model.attention_heads,
         token_dropout=model.token_dropout,
     )
-    _atomic_torch_save(torch, {"model": state, "cfg": {"model": cfg}}, path)
-    _atomic_torch_save(torch, {"model": head}, path.with_name(path.stem + "-contact-regression.pt"))
+    with atomic_file(path) as tmp:
+        torch.save({"model": state, "cfg": {"model": cfg}}, tmp)
+    with atomic_file(path.with_name(path.stem + "-contact-regression.pt")) as tmp:
+        torch.save({"model": head}, tmp)
     return path
 
 
@@ -277,10 +280,9 @@ def transformers_to_fairesm(
 def _save_hf(model: Any, out_dir: str | os.PathLike[str]) -> None:
     from protein_lm.tokenization import hf_tokenizer
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    hf_tokenizer().save_pretrained(out)
+    with staged_files(out_dir) as tmp:  # each file complete before it appears in `out_dir`
+        model.save_pretrained(tmp)
+        hf_tokenizer().save_pretrained(tmp)
 
 
 def _torch_load(torch: Any, path: Path, weights_only: bool) -> Any:
@@ -294,9 +296,3 @@ def _torch_load(torch: Any, path: Path, weights_only: bool) -> Any:
             f"Could not read {path} with torch.load(weights_only=True): {exc}. If you trust the "
             "file, pass weights_only=False (it is a pickle and can run code)"
         ) from exc
-
-
-def _atomic_torch_save(torch: Any, obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from protein_lm.errors import DataNotFoundError, InvalidInputError, InvalidSequenceError
-from protein_lm.sequences import read_fasta, read_text, validate
+from protein_lm.files import atomic_file, read_rows, read_text, sniff_delimiter
+from protein_lm.sequences import read_fasta, validate
 
 __all__ = [
     "SOURCES",
@@ -84,11 +85,11 @@ def data_dirs() -> list[Path]:
     dirs = []
     if os.environ.get("PROTEIN_LM_DATA"):
         dirs.append(Path(os.environ["PROTEIN_LM_DATA"]))
-    here = Path(__file__).resolve().parent
-    for base in (here.parent.parent, Path.cwd().parent, Path.cwd().parent.parent):
-        cand = base / "shared" / "data"
-        if cand not in dirs:
-            dirs.append(cand)
+    # `shared/data` beside the checkout, found from this file, never from the working directory:
+    # the same call must find the same data from a notebook, a test or a script anywhere.
+    beside = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    if beside not in dirs:
+        dirs.append(beside)
     dirs.append(_cache_dir())
     return dirs
 
@@ -113,9 +114,8 @@ def _download(name: str, url: str, sha: str, member: str | None, dest: Path) -> 
     if _sha256(payload) != sha:
         raise DataNotFoundError(f"Downloaded {name} from {url} but its SHA-256 does not match {sha}")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    tmp.write_bytes(payload)
-    os.replace(tmp, dest)
+    with atomic_file(dest) as tmp:
+        tmp.write_bytes(payload)
 
 
 def data_path(name: str, *, download: bool = True) -> Path:
@@ -336,8 +336,7 @@ def read_table(path: str | os.PathLike[str], task: TableTask) -> Any:
     text = read_text(path)  # non-UTF-8 bytes: InvalidInputError naming file, line and offset
     if not text.strip():
         raise InvalidInputError(f"{path}: file is empty")
-    delim = "\t" if path.suffix.lower() in (".tsv", ".tab") or "\t" in text.splitlines()[0] else ","
-    reader = csv.DictReader(io.StringIO(text), delimiter=delim)
+    reader = read_rows(path, text)
     fields = [f.strip() for f in (reader.fieldnames or [])]
     missing = {"sequence", "label"} - set(fields)
     if missing:
@@ -384,17 +383,15 @@ def read_table(path: str | os.PathLike[str], task: TableTask) -> Any:
 
 
 def write_table(dataset: Any, path: str | os.PathLike[str]) -> Path:
-    """Write a dataset with id/sequence/label[/mask] columns as the CLI's CSV (TSV for `.tsv`)."""
+    """Write a dataset's id/sequence/label[/mask] columns as CSV (TSV for `.tsv`/`.tab`)."""
     path = Path(path)
     cols = [c for c in ("id", "sequence", "label", "mask") if c in dataset.column_names]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, delimiter=sniff_delimiter(path))
         w.writerow(cols)
         for row in dataset.select_columns(cols):
             w.writerow([row[c] for c in cols])
-    os.replace(tmp, path)
     return path
 
 

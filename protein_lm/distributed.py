@@ -1,7 +1,8 @@
 """Ranks and shards for the bulk commands (`fold`, `embed`, `score`): torchrun and Slurm arrays.
 
-A bulk run is split into `n` shards; shard `i` is one process's share of the records. Two ways
-to run the shards:
+A bulk run is split into `n` shards; shard `i` is one process's share of the records, dealt by
+`deal` (balanced by length, the same share for the same input and `n`). Two ways to run the
+shards:
 
 - **torchrun** (one node or several): `torchrun --nproc-per-node N -m protein_lm.cli embed ...`.
   Each process takes shard `RANK/WORLD_SIZE`, runs on `cuda:LOCAL_RANK` (or the CPU), and
@@ -12,6 +13,9 @@ to run the shards:
   files into the shared output, and a final run without `--shard` (after all of them) merges
   (it finds every shard finished and only writes the final file / summary).
 
+`bulk_run` is the run skeleton the bulk commands share: process group, this process's shard and
+device, then (`BulkRun.finish`) wait for every process and merge on rank 0.
+
 Nothing here imports torch at module level; `torch.distributed` is imported only when a process
 group is really needed (WORLD_SIZE > 1 under a launcher that sets MASTER_ADDR/MASTER_PORT).
 """
@@ -19,21 +23,27 @@ group is really needed (WORLD_SIZE > 1 under a launcher that sets MASTER_ADDR/MA
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
+import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from protein_lm.errors import InvalidInputError, require
 
 __all__ = [
     "Group",
+    "BulkRun",
+    "check_shard",
+    "deal",
     "parse_shard",
     "shard_from_env",
     "rank_device",
     "process_group",
+    "bulk_run",
     "block",
 ]
 
@@ -41,6 +51,44 @@ log = logging.getLogger(__name__)
 
 # Ranks wait for the slowest one at the end; shards are balanced, but a long gap is no error.
 _TIMEOUT = timedelta(days=7)
+
+_T = TypeVar("_T")
+
+
+def check_shard(index: int, count: int, message: str | None = None) -> tuple[int, int]:
+    """`(index, count)` if 0 <= index < count, else `InvalidInputError` (a `ValueError`) with
+    `message` (default: one naming the `shard` argument). The one check of a shard."""
+    if not 0 <= index < count:
+        raise InvalidInputError(
+            message or f"`shard` must be (i, n) with 0 <= i < n, got {(index, count)}"
+        )
+    return index, count
+
+
+def deal(costs: Sequence[float], shard: tuple[int, int]) -> list[int]:
+    """Indices (in input order) of the items that shard `(i, n)` takes, of items costing `costs`.
+
+    Greedy, longest first: items by cost descending (ties: lower index first), each to the shard
+    with the least cost so far (ties: fewer items, then lower shard). Every index lands in
+    exactly one shard, the same one for the same costs and `n`, and shard totals differ by at
+    most the largest cost.
+
+    >>> [deal([5, 1, 4, 2, 3], (i, 2)) for i in range(2)]
+    [[0, 1, 3], [2, 4]]
+    """
+    index, count = check_shard(*shard)
+    if not all(0 <= c < math.inf for c in costs):
+        raise ValueError("`costs` must be finite and >= 0")
+    order = sorted(range(len(costs)), key=lambda k: (-costs[k], k))
+    # A heap of (cost, items, shard): least loaded first; fewer items next spreads free items.
+    loads = [(0.0, 0, s) for s in range(count)]
+    mine = []
+    for k in order:
+        load, items, s = heapq.heappop(loads)
+        if s == index:
+            mine.append(k)
+        heapq.heappush(loads, (load + costs[k], items + 1, s))
+    return sorted(mine)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -53,9 +101,7 @@ def parse_shard(text: str) -> tuple[int, int]:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
         raise InvalidInputError(f"--shard must look like 'i/n' (e.g. 0/4), got {text!r}") from None
-    if not 0 <= i < n:
-        raise InvalidInputError(f"--shard {text!r}: need 0 <= i < n")
-    return i, n
+    return check_shard(i, n, f"--shard {text!r}: need 0 <= i < n")
 
 
 def shard_from_env() -> tuple[int, int]:
@@ -67,9 +113,9 @@ def shard_from_env() -> tuple[int, int]:
             f"RANK={os.environ.get('RANK')!r} and WORLD_SIZE={os.environ.get('WORLD_SIZE')!r} "
             "must be integers"
         ) from None
-    if not 0 <= rank < world:
-        raise InvalidInputError(f"RANK={rank}, WORLD_SIZE={world}: need 0 <= RANK < WORLD_SIZE")
-    return rank, world
+    return check_shard(
+        rank, world, f"RANK={rank}, WORLD_SIZE={world}: need 0 <= RANK < WORLD_SIZE"
+    )
 
 
 def rank_device(device: str | None = None) -> str | None:
@@ -83,13 +129,12 @@ def rank_device(device: str | None = None) -> str | None:
 
 def block(n_items: int, shard: tuple[int, int]) -> range:
     """Contiguous block of `range(n_items)` for `shard=(i, n)`; sizes differ by at most one.
+    (The bulk commands deal records with `deal` instead, balanced by length.)
 
     >>> [list(block(5, (i, 2))) for i in range(2)]
     [[0, 1, 2], [3, 4]]
     """
-    i, n = shard
-    if not 0 <= i < n:
-        raise ValueError(f"`shard` must be (i, n) with 0 <= i < n, got {shard}")
+    i, n = check_shard(*shard)
     return range(-(-n_items * i // n), -(-n_items * (i + 1) // n))  # ceil(N i / n) ..
 
 
@@ -109,6 +154,7 @@ class Group:
 
     @property
     def shard(self) -> tuple[int, int]:
+        """`(rank, world)`: this process's shard under torchrun."""
         return self.rank, self.world
 
     def job_shard(self, text: str | None) -> tuple[int, int] | None:
@@ -174,3 +220,43 @@ def process_group() -> Iterator[Group]:
     finally:
         if created:
             dist.destroy_process_group()
+
+
+@dataclass(frozen=True)
+class BulkRun:
+    """This process's part of a bulk run (`bulk_run`): its `group`, its `shard` (a `--shard i/n`
+    job's, else `group.shard`), its `device` (`rank_device`) and whether it shows `progress`
+    (rank 0 only)."""
+
+    group: Group
+    shard: tuple[int, int]
+    device: str | None
+    progress: bool
+
+    @property
+    def partial(self) -> bool:
+        """An independent `--shard i/n` job with n > 1: it writes only its shard, and a later run
+        without `--shard` merges."""
+        return self.group.world == 1 and self.shard[1] > 1
+
+    def finish(self, part: _T, merge: Callable[[list[_T]], int]) -> int:
+        """Once this process's shard is done: wait for every process, call `merge` on rank 0 with
+        every process's `part` (small, picklable; rank order), and return its exit status on
+        every process."""
+        parts = self.group.all_gather(part)  # also a barrier: every shard is done
+        code = merge(parts) if self.group.is_main else 0
+        # The others wait here until rank 0 has merged (torchrun stops every process as soon as
+        # one exits with an error), then all exit with rank 0's status.
+        return int(self.group.broadcast(code))
+
+
+@contextlib.contextmanager
+def bulk_run(
+    job_shard: str | None = None, device: str | None = None, *, progress: bool = True
+) -> Iterator[BulkRun]:
+    """The run skeleton of `fold`, `embed` and `score`: the process group (`process_group`), this
+    process's shard (`--shard` text `job_shard`, refused under torchrun, else RANK/WORLD_SIZE)
+    and device; the body does its shard, then returns `BulkRun.finish(part, merge)`."""
+    with process_group() as group:
+        shard = group.job_shard(job_shard) or group.shard
+        yield BulkRun(group, shard, rank_device(device), progress and group.is_main)

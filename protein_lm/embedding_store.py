@@ -9,8 +9,9 @@ against `long_policy`) before the folder is created, and a run that fails before
 removes the folder it created, so the corrected command can start at once. The final
 `.npz`/`.npy`/`.parquet` file is written the same way, then the shard folder `<output>.parts/` is
 removed. An output without a suffix is a shard folder itself (read it with `load_embeddings`).
-Several processes or jobs can share one output (`shard=(i, n)`: shard files k with
-k % n == i; see `protein_lm.distributed`): each writes only its shard files, and a run with
+Several processes or jobs can share one output (`shard=(i, n)`: the shard files that
+`protein_lm.distributed.deal` gives shard i, weighted by their residues): each writes only its
+shard files, and a run with
 `n == 1` afterwards (rank 0 under torchrun, or a rerun without `--shard`) finds them finished and
 only writes the final file.
 Files are created with the permissions of a plain `open()` (0666 minus the umask).
@@ -28,16 +29,17 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from protein_lm.distributed import check_shard, deal
 from protein_lm.embeddings import Embeddings, check_records, embed
 from protein_lm.errors import InvalidInputError, require
-from protein_lm.sequences import FastaRecord, as_records, atomic_write_text, current_umask
+from protein_lm.files import atomic_file, atomic_write_text
+from protein_lm.sequences import FastaRecord, as_records
 
 __all__ = [
     "FORMATS",
@@ -139,20 +141,17 @@ def save_embeddings(emb: Embeddings, path: str | os.PathLike[str]) -> Path:
         raise InvalidInputError(
             f"{path}: .npy holds only mean embeddings; use .npz or .parquet for per-residue/contacts"
         )
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; results follow the umask
-    try:
-        if suffix == ".npz":
-            np.savez(tmp, **_to_arrays(emb))
-        elif suffix == ".npy":
-            np.save(tmp, emb.mean[emb.layers[0]])
-            atomic_write_text(path.with_suffix(".ids.txt"), "\n".join(emb.ids) + "\n")
+    with atomic_file(path) as tmp:
+        if suffix == ".parquet":
+            to_dataset(emb).to_parquet(str(tmp))
+        elif suffix == ".npz":
+            # a file object, not the name: numpy would append `.npz` to the temporary name
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **_to_arrays(emb))
         else:
-            to_dataset(emb).to_parquet(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+            with open(tmp, "wb") as fh:
+                np.save(fh, emb.mean[emb.layers[0]])
+            atomic_write_text(path.with_suffix(".ids.txt"), "\n".join(emb.ids) + "\n")
     return path
 
 
@@ -184,15 +183,14 @@ def embed_to_file(
 
     `embed_kwargs` go to `embeddings.embed` (layers, per_residue, contacts, max_tokens, strategy,
     long_policy, progress). `model_name` is recorded in the manifest, so a rerun with another
-    model refuses to reuse shards. `shard=(i, n)` with n > 1 embeds only every n-th shard file
-    (from the i-th) into the shard folder and returns that folder, leaving the final file to a
-    run with `n == 1` (which embeds whatever is still missing, then merges).
+    model refuses to reuse shards. `shard=(i, n)` with n > 1 embeds only shard i's shard files
+    (`protein_lm.distributed.deal`, weighted by residues) into the shard folder and returns that
+    folder, leaving the final file to a run with `n == 1` (which embeds whatever is still
+    missing, then merges).
     """
     if shard_size <= 0:
         raise ValueError(f"`shard_size` must be > 0, got {shard_size}")
-    index, count = shard
-    if not 0 <= index < count:
-        raise ValueError(f"`shard` must be (i, n) with 0 <= i < n, got {shard}")
+    count = check_shard(*shard)[1]
     output = Path(output)
     suffix = output.suffix.lower()
     if suffix not in FORMATS:
@@ -245,11 +243,15 @@ def _write_shards(model: Any, records: list[FastaRecord], parts_dir: Path, manif
         log.warning("%d records in %d shard files of %d for %d processes: some have nothing to "
                     "do (lower --shard-size / shard_size)", len(records), len(starts),
                     shard_size, count)
+    # The file layout is fixed by `shard_size` alone (so a rerun resumes it, whatever n); only
+    # which files this process writes depends on the shard, weighted by their residues.
+    mine = set(deal([sum(len(r.sequence) for r in records[start : start + shard_size])
+                     for start in starts], shard))
     shard_paths = []
     for k, start in enumerate(starts):
         path = parts_dir / f"shard-{k:05d}.npz"
         shard_paths.append(path)
-        if k % count != index or path.is_file():
+        if k not in mine or path.is_file():
             continue  # another process's, or finished in an earlier run
         save_embeddings(embed(model, records[start : start + shard_size], **embed_kwargs), path)
     return shard_paths

@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from protein_lm.errors import InvalidInputError, InvalidSequenceError, require
+from protein_lm.limits import MAX_RESIDUES, windows
 from protein_lm.sequences import FastaRecord, as_records
 
 __all__ = [
@@ -48,7 +49,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAX_RESIDUES = 1022  # ESM-2 training crop: 1,024 tokens including <cls> and <eos>
 Strategy = Literal["auto", "padded", "exact"]
 LongPolicy = Literal["error", "window"]
 _CONTACT_BYTES = 1 << 30  # cap on the fp32 attention maps one contact batch may hold (1 GiB)
@@ -166,18 +166,8 @@ def embed(
     if max_tokens <= 0:
         raise ValueError(f"`max_tokens` must be > 0, got {max_tokens}")
     base = getattr(model, "esm", model)
-    if model.training:
-        warnings.warn("embed(): the model is in training mode (dropout is active); call "
-                      "model.eval() for deterministic embeddings", stacklevel=2)
-    n_layers = base.config.num_hidden_layers
-    want = _resolve_layers(layers, n_layers)
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    if device.type == "cpu" and getattr(dtype, "itemsize", 4) < 4:
-        # Measured by benchmarks/scale.py --smoke: bf16 on CPU was 3-4x slower than fp32 (no
-        # half-precision matmul kernels on most CPUs) and saves no time, only memory.
-        warnings.warn(f"embed(): a {dtype} model on the CPU is several times slower than float32; "
-                      "half precision pays off on GPUs", stacklevel=2)
+    device = _checked_device(model)
+    want = _resolve_layers(layers, base.config.num_hidden_layers)
     if strategy == "auto":
         strategy = "padded" if device.type == "cuda" else "exact"
     items = _expand(records)  # (record index, start, sub-sequence); long ones windowed
@@ -186,12 +176,8 @@ def embed(
     if contacts:
         plan = _split_for_contacts(plan, lengths, base.config)
     windowed = {i for i, (r, _, s) in enumerate(items) if len(s) < len(records[r].sequence)}
-    keep_res = per_residue or contacts or bool(windowed)
-    out_mean = {l: np.full((len(items), base.config.hidden_size), np.nan, np.float32) for l in want}
-    out_res: dict[int, list[Any]] = {l: [None] * len(items) for l in want}
-    out_con: list[Any] = [None] * len(items)
-    failed_items: set[int] = set()
-
+    out = _Outputs.empty(len(items), want, base.config.hidden_size,
+                         keep_res=per_residue or contacts or bool(windowed), contacts=contacts)
     tqdm = require("tqdm", "torch").tqdm
     bar = tqdm(total=int(lengths.sum()), unit="res", disable=not progress, desc="embed")
     previous = base.config._attn_implementation
@@ -199,37 +185,85 @@ def embed(
         model.set_attn_implementation("eager")
     try:
         with thread_limit(device, num_threads), torch.inference_mode():
-            queue = list(plan)
-            while queue:
-                batch = queue.pop(0)
-                try:
-                    res = _forward(torch, base, [items[i][2] for i in batch], want, contacts,
-                                   strategy == "padded" and len(batch) > 1, device, keep_res)
-                except torch.cuda.OutOfMemoryError:
-                    torch.cuda.empty_cache()
-                    if len(batch) > 1:  # retry as two halves
-                        queue[:0] = [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
-                        continue
-                    failed_items.add(batch[0])
-                    log.warning("Out of memory on %s (%d residues) alone; skipped. Try the CPU, or "
-                                "long_policy='window'", records[items[batch[0]][0]].id,
-                                lengths[batch[0]])
-                    continue
-                means, resid, cons = res
-                for j, idx in enumerate(batch):
-                    for l in want:
-                        out_mean[l][idx] = means[l][j]
-                        if keep_res:
-                            out_res[l][idx] = resid[l][j]
-                    if contacts:
-                        out_con[idx] = cons[j]
-                bar.update(int(lengths[batch].sum()))
+            names = [records[r].id for r, _, _ in items]
+            _run_plan(torch, base, items, plan, out, names, bar,
+                      padded=strategy == "padded", device=device)
     finally:
         bar.close()
         if contacts and previous != "eager":
             model.set_attn_implementation(previous)
-    return _assemble(records, items, want, out_mean, out_res, out_con, failed_items,
+    return _assemble(records, items, want, out.mean, out.res, out.con, out.failed,
                      per_residue, contacts)
+
+
+def _checked_device(model: Any) -> Any:
+    """The model's device; warns (at `embed`'s caller) of settings that cost accuracy or time."""
+    if model.training:
+        warnings.warn("embed(): the model is in training mode (dropout is active); call "
+                      "model.eval() for deterministic embeddings", stacklevel=3)
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    if device.type == "cpu" and getattr(dtype, "itemsize", 4) < 4:
+        # Measured by benchmarks/scale.py --smoke: bf16 on CPU was 3-4x slower than fp32 (no
+        # half-precision matmul kernels on most CPUs) and saves no time, only memory.
+        warnings.warn(f"embed(): a {dtype} model on the CPU is several times slower than float32; "
+                      "half precision pays off on GPUs", stacklevel=3)
+    return device
+
+
+@dataclass
+class _Outputs:
+    """Per-item results of `embed`'s forward passes (None / NaN until an item's batch ran)."""
+
+    want: tuple[int, ...]
+    keep_res: bool
+    contacts: bool
+    mean: dict[int, np.ndarray]
+    res: dict[int, list[Any]]
+    con: list[Any]
+    failed: set[int]
+
+    @classmethod
+    def empty(cls, n: int, want: tuple[int, ...], hidden: int, *, keep_res: bool,
+              contacts: bool) -> _Outputs:
+        return cls(want, keep_res, contacts,
+                   {l: np.full((n, hidden), np.nan, np.float32) for l in want},
+                   {l: [None] * n for l in want}, [None] * n, set())
+
+    def store(self, batch: list[int], result: tuple[Any, Any, Any]) -> None:
+        means, resid, cons = result
+        for j, idx in enumerate(batch):
+            for l in self.want:
+                self.mean[l][idx] = means[l][j]
+                if self.keep_res:
+                    self.res[l][idx] = resid[l][j]
+            if self.contacts:
+                self.con[idx] = cons[j]
+
+
+def _run_plan(
+    torch: Any, base: Any, items: list[tuple[int, int, str]], plan: list[list[int]],
+    out: _Outputs, names: list[str], bar: Any, *, padded: bool, device: Any,
+) -> None:
+    """Run every batch of `plan` into `out`; a batch out of GPU memory is retried as two halves,
+    and an item out of memory alone is marked failed."""
+    queue = list(plan)
+    while queue:
+        batch = queue.pop(0)
+        try:
+            res = _forward(torch, base, [items[i][2] for i in batch], out.want, out.contacts,
+                           padded and len(batch) > 1, device, out.keep_res)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if len(batch) > 1:  # retry as two halves
+                queue[:0] = [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
+                continue
+            out.failed.add(batch[0])
+            log.warning("Out of memory on %s (%d residues) alone; skipped. Try the CPU, or "
+                        "long_policy='window'", names[batch[0]], len(items[batch[0]][2]))
+            continue
+        out.store(batch, res)
+        bar.update(sum(len(items[i][2]) for i in batch))
 
 
 def _forward(
@@ -355,16 +389,8 @@ def _check_unique(records: Sequence[FastaRecord]) -> None:
 
 
 def _expand(records: list[FastaRecord]) -> list[tuple[int, int, str]]:
-    items = []
-    for r_i, rec in enumerate(records):
-        seq = rec.sequence
-        if len(seq) <= MAX_RESIDUES:
-            items.append((r_i, 0, seq))
-            continue
-        step = MAX_RESIDUES // 2
-        starts = list(range(0, len(seq) - MAX_RESIDUES, step)) + [len(seq) - MAX_RESIDUES]
-        items.extend((r_i, s, seq[s : s + MAX_RESIDUES]) for s in starts)
-    return items
+    """(record index, start, sub-sequence) per window; a short record is one window, itself."""
+    return [(r_i, s, sub) for r_i, rec in enumerate(records) for s, sub in windows(rec.sequence)]
 
 
 def _split_for_contacts(plan: list[list[int]], lengths: np.ndarray, config: Any) -> list[list[int]]:

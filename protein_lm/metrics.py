@@ -66,7 +66,13 @@ def regression_metrics(y_true: Sequence[float] | np.ndarray, y_pred: Sequence[fl
 
 
 def confusion_matrix(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, num_classes: int) -> np.ndarray:
-    """Counts, shape (num_classes, num_classes): rows are true classes, columns predictions."""
+    """Counts, shape (num_classes, num_classes): rows are true classes, columns predictions.
+
+    >>> confusion_matrix([0, 1, 2, 2], [0, 2, 2, 2], num_classes=3)
+    array([[1, 0, 0],
+           [0, 0, 1],
+           [0, 0, 2]])
+    """
     from sklearn.metrics import confusion_matrix as _cm
 
     return _cm(np.asarray(y_true).ravel(), np.asarray(y_pred).ravel(), labels=list(range(num_classes)))
@@ -74,7 +80,13 @@ def confusion_matrix(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] |
 
 def majority_baseline(train_labels: Sequence[int] | np.ndarray, test_labels: Sequence[int] | np.ndarray,
                       ignore_index: int = -100) -> float:
-    """Accuracy of always predicting the most frequent training class on the test labels."""
+    """Accuracy of always predicting the most frequent training class on the test labels.
+
+    Unlabelled positions (`ignore_index`) count in neither split:
+
+    >>> majority_baseline([0, 0, 1, -100], [0, 1, 1, -100])
+    0.3333333333333333
+    """
     train = np.asarray(train_labels).ravel()
     test = np.asarray(test_labels).ravel()
     train, test = train[train != ignore_index], test[test != ignore_index]

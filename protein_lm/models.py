@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from protein_lm.errors import ModelNotFoundError, require
+from protein_lm.limits import MAX_TOKENS
 from protein_lm.sequences import ESM2_TOKENS, MASK_ID, PAD_ID
 
 __all__ = [
     "ESM2_PRESETS",
     "TASKS",
+    "TASK_ARCHITECTURES",
     "Task",
     "tiny_config",
     "load_model",
@@ -47,7 +49,9 @@ TASKS: tuple[str, ...] = (
     "masked-lm", "base", "sequence-classification", "token-classification", "regression", "folding",
 )  # fmt: skip
 
-_AUTO_CLASSES = {
+# Task -> transformers class: the class `load_model` builds and the `architectures` entry every
+# saved config.json names (the Keras path writes the same, see protein_lm.tf.checkpoint).
+TASK_ARCHITECTURES: dict[str, str] = {
     "masked-lm": "EsmForMaskedLM",
     "base": "EsmModel",
     "sequence-classification": "EsmForSequenceClassification",
@@ -78,7 +82,7 @@ def tiny_config(
         "hidden_act": "gelu",
         "hidden_dropout_prob": 0.0,
         "attention_probs_dropout_prob": 0.0,
-        "max_position_embeddings": 1026,
+        "max_position_embeddings": MAX_TOKENS,
         "position_embedding_type": "rotary",
         "layer_norm_eps": 1e-5,
         "emb_layer_norm_before": False,
@@ -259,7 +263,7 @@ def load_model(
     if task == "folding":
         # transformers' EsmForProteinFolding declares no sdpa support and raises on it.
         attn_implementation = "eager"
-    cls = getattr(transformers, _AUTO_CLASSES[task])
+    cls = getattr(transformers, TASK_ARCHITECTURES[task])
     label_kw = label_config_kwargs(task, num_labels, id2label)
     overrides = dict(config_overrides or {})
     if name_or_path == "tiny":

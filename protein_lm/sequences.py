@@ -14,13 +14,13 @@ Validation policy (`validate`):
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from protein_lm.errors import InvalidInputError, InvalidSequenceError
+from protein_lm.files import atomic_write_text, current_umask, read_text
 
 __all__ = [
     "ESM2_TOKENS",
@@ -37,6 +37,7 @@ __all__ = [
     "read_fasta",
     "write_fasta",
     "as_records",
+    # re-exported from `protein_lm.files`, their home; kept here for existing imports
     "read_text",
     "atomic_write_text",
     "current_umask",
@@ -208,69 +209,55 @@ def read_fasta(
 
 def as_records(
     sequences: str | Mapping[str, str] | Iterable[str | FastaRecord] | os.PathLike[str],
+    *,
+    validate_sequences: bool = True,
+    unique: bool = False,
 ) -> list[FastaRecord]:
-    """Normalise a sequence, FASTA path/text, `{id: seq}` mapping or iterable into validated records.
+    """Normalise a sequence, FASTA path/text, `{id: seq}` mapping or iterable into records.
 
-    Bare strings get ids `seq0`, `seq1`, ...
+    Bare strings get ids `seq0`, `seq1`, ... A str is FASTA when it starts with '>' or names a
+    file (see `_names_a_file`). Sequences are validated unless `validate_sequences=False` (folding
+    checks its `A:B` multimer syntax itself); `unique=True` refuses duplicate ids (FASTA files
+    always do).
     """
     if isinstance(sequences, os.PathLike) or (
-        isinstance(sequences, str) and (sequences.lstrip().startswith(">") or Path(sequences).suffix
-                                        in {".fa", ".fasta", ".faa", ".fas"})
+        isinstance(sequences, str)
+        and (sequences.lstrip().startswith(">") or _names_a_file(sequences))
     ):
-        return read_fasta(sequences)
+        return read_fasta(sequences, validate_sequences=validate_sequences)
+    check = validate if validate_sequences else (lambda seq, record_id: seq)
     if isinstance(sequences, str):
-        return [FastaRecord("seq0", validate(sequences, "seq0"))]
-    if isinstance(sequences, Mapping):
-        return [FastaRecord(str(k), validate(v, str(k))) for k, v in sequences.items()]
-    out = []
-    for i, item in enumerate(sequences):
-        if isinstance(item, FastaRecord):
-            out.append(FastaRecord(item.id, validate(item.sequence, item.id), item.description))
-        else:
-            out.append(FastaRecord(f"seq{i}", validate(item, f"seq{i}")))
+        out = [FastaRecord("seq0", check(sequences, "seq0"))]
+    elif isinstance(sequences, Mapping):
+        out = [FastaRecord(str(k), check(v, str(k))) for k, v in sequences.items()]
+    else:
+        out = [
+            FastaRecord(item.id, check(item.sequence, item.id), item.description)
+            if isinstance(item, FastaRecord) else FastaRecord(f"seq{i}", check(item, f"seq{i}"))
+            for i, item in enumerate(sequences)
+        ]
+    if unique:
+        seen: set[str] = set()
+        dup: set[str] = set()
+        for r in out:  # a set, not list.count per id: linear in the number of records
+            if r.id in seen:
+                dup.add(r.id)
+            seen.add(r.id)
+        if dup:
+            raise InvalidInputError(f"Duplicate record ids {sorted(dup)}; ids must be unique")
     return out
 
 
-def read_text(path: str | os.PathLike[str]) -> str:
-    """The text of a UTF-8 file (a leading byte-order mark is dropped).
-
-    Raises `InvalidInputError` naming the file, the line and the byte offset of the first byte
-    that is not UTF-8 (e.g. a Latin-1 export), instead of a bare `UnicodeDecodeError`.
-    """
-    path = Path(path)
-    data = path.read_bytes()
+def _names_a_file(text: str) -> bool:
+    """A FASTA file name (by suffix, even if missing, so the error says 'not found') or a file."""
+    if "\n" in text or len(text) > 4096:
+        return False
+    if Path(text).suffix.lower() in (".fa", ".fasta", ".faa", ".fas", ".fna"):
+        return True
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise InvalidInputError(
-            f"{path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
-            f"{exc.start}); save the file as UTF-8"
-        ) from None
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same folder and an atomic rename.
-
-    The file gets the permissions a plain `open()` would give it (0666 minus the umask).
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def current_umask() -> int:
-    """The process umask (read by setting it and restoring it at once)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
+        return Path(text).is_file()
+    except OSError:  # e.g. a long sequence is too long for a file name
+        return False
 
 
 def write_fasta(

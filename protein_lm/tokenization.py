@@ -29,11 +29,10 @@ from typing import Any, Literal
 import numpy as np
 
 from protein_lm.errors import InvalidSequenceError, require
+from protein_lm.limits import MAX_TOKENS
 from protein_lm.sequences import CLS_ID, EOS_ID, ESM2_TOKENS, PAD_ID, UNK_ID
 
 __all__ = ["encode", "decode", "hf_tokenizer", "write_vocab", "MAX_TOKENS"]
-
-MAX_TOKENS = 1026  # ESM-2 position limit: 1024 residues + <cls> + <eos>
 
 ReturnTensors = Literal["np", "pt", "tf"] | None
 

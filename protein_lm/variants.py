@@ -32,9 +32,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from protein_lm.distributed import block
+from protein_lm.distributed import deal
 from protein_lm.errors import InvalidInputError, require
-from protein_lm.sequences import ESM2_TOKENS, MASK_ID, STANDARD_AA, read_text, validate
+from protein_lm.files import read_text, sniff_delimiter
+from protein_lm.limits import MAX_RESIDUES
+from protein_lm.sequences import ESM2_TOKENS, MASK_ID, STANDARD_AA, validate
 
 __all__ = [
     "STRATEGIES",
@@ -54,7 +56,6 @@ log = logging.getLogger(__name__)
 
 Strategy = Literal["wt-marginals", "masked-marginals", "pseudo-ppl"]
 STRATEGIES: tuple[str, ...] = ("wt-marginals", "masked-marginals", "pseudo-ppl")
-_MAX_RESIDUES = 1022  # ESM-2 training crop (see protein_lm.embeddings)
 _ONE = re.compile(r"^([A-Za-z])(-?\d+)([A-Za-z])$")
 _TOKEN = {t: i for i, t in enumerate(ESM2_TOKENS)}
 
@@ -264,10 +265,10 @@ def score_dataframe(
 
     Bad rows raise `InvalidInputError` naming `source` and the row (0-based data row, header
     excluded), or with `on_error="skip"` get empty scores and are returned as (row, message).
-    `progress` shows a bar over the masked forward passes. `shard=(i, n)` scores only the i-th
-    of n contiguous blocks of the valid rows (the others get NaN; every row is still checked):
-    n processes each score one block, and the blocks' non-NaN scores together are the whole.
-    Contiguous blocks keep the masked positions of a scan sorted by position mostly apart.
+    `progress` shows a bar over the masked forward passes. `shard=(i, n)` scores only shard i's
+    valid rows (`protein_lm.distributed.deal`; the others get NaN; every row is still checked):
+    rows masking the same positions stay together, and shards get similar numbers of forward
+    passes. n processes each score one shard; the shards' non-NaN scores together are the whole.
     """
     if column not in table.columns:
         raise InvalidInputError(f"{source} has no {column!r} column; columns: {list(table.columns)}")
@@ -277,8 +278,16 @@ def score_dataframe(
                                         on_error=on_error)
     except InvalidInputError as exc:
         raise InvalidInputError(f"{source}: {exc} (rows are 0-based, header excluded)") from None
-    valid = [k for k, p in enumerate(parsed) if p is not None]
-    mine = [valid[k] for k in block(len(valid), shard)]
+    # Rows masking the same positions share their forward passes, so they go to one shard
+    # together, weighted by those passes (and by L per row for pseudo-ppl).
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for k, p in enumerate(parsed):
+        if p is not None:
+            groups.setdefault(tuple(sorted({m.index for m in p})), []).append(k)
+    per_row = len(wt) if "pseudo-ppl" in strategies else 0
+    costs = [len(key) + per_row * len(ks) for key, ks in groups.items()]
+    rows = list(groups.values())
+    mine = sorted(k for g in deal(costs, shard) for k in rows[g])
     out = table.copy()
     for strategy in strategies:
         s = np.full(len(parsed), np.nan)
@@ -290,7 +299,7 @@ def score_dataframe(
 
 
 def read_mutations(path: str | os.PathLike[str], *, column: str = "mutant") -> Any:
-    """Read a mutation table: CSV, or TSV for `.tsv`/`.tab`, UTF-8, with a `column` of mutants.
+    """Read a UTF-8 CSV/TSV mutation table with a `column` of mutants (`files.sniff_delimiter`).
 
     Returns a pandas DataFrame with every column as written (other columns, e.g. measured
     fitness, are kept). A missing or empty file, non-UTF-8 bytes, a malformed table or a missing
@@ -305,7 +314,7 @@ def read_mutations(path: str | os.PathLike[str], *, column: str = "mutant") -> A
     if not text.strip():
         raise InvalidInputError(f"{path}: file is empty; expected a CSV with a {column!r} "
                                 "column (e.g. 'K2A' or 'K2A:T3G' per row)")
-    sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    sep = sniff_delimiter(path, text.splitlines()[0])
     try:
         table = pd.read_csv(io.StringIO(text), sep=sep)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -322,10 +331,11 @@ def read_mutations(path: str | os.PathLike[str], *, column: str = "mutant") -> A
 # ---------------------------------------------------------------------------------- internals
 def _check_wild_type(seq: str) -> str:
     wt = validate(seq, "wild type")
-    if len(wt) > _MAX_RESIDUES:
+    if len(wt) > MAX_RESIDUES:
         raise InvalidInputError(
-            f"Wild type has {len(wt)} residues > {_MAX_RESIDUES} (the ESM-2 limit); score a window "
-            "of at most 1,022 residues around the mutated region (and shift the offset)"
+            f"Wild type has {len(wt)} residues > {MAX_RESIDUES} (the ESM-2 limit); score a "
+            f"window of at most {MAX_RESIDUES:,} residues around the mutated region (and shift "
+            "the offset)"
         )
     return wt
 

@@ -9,11 +9,21 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import numpy as np
 
 from protein_lm.errors import require
+
+if TYPE_CHECKING:  # names for the annotations only: matplotlib/py3Dmol are imported lazily
+    from matplotlib.axes import Axes
+    from py3Dmol import view as View
+
+    from protein_lm.folding.results import FoldResult
+    from protein_lm.folding.structure import Structure
+
+# What `show_structure` accepts: a fold result, a structure, PDB/mmCIF text or a file path.
+StructureLike: TypeAlias = "FoldResult | Structure | str | os.PathLike[str]"
 
 __all__ = [
     "PLDDT_BANDS",
@@ -43,14 +53,14 @@ def plddt_band_colors(plddt: np.ndarray) -> list[str]:
 
 
 def show_structure(
-    structure: Any,
+    structure: StructureLike,
     *,
     color: Literal["plddt", "chain", "spectrum"] = "plddt",
     style: Literal["cartoon", "stick", "sphere"] = "cartoon",
     width: int = 640,
     height: int = 480,
     legend: bool = True,
-) -> Any:
+) -> View:
     """A `py3Dmol.view`; `color="plddt"` colours by the B-factor column with AlphaFold's colours.
 
     Colouring is done per residue with explicit selections, so it works offline and in any
@@ -85,7 +95,9 @@ def show_structure(
     return view
 
 
-def plot_plddt(result: Any, ax: Any = None, *, title: str | None = None) -> Any:
+def plot_plddt(
+    result: FoldResult | np.ndarray, ax: Axes | None = None, *, title: str | None = None
+) -> Axes:
     """Line plot of per-residue pLDDT (0-100) with the confidence bands shaded; returns the Axes.
 
     `result` is a `FoldResult` (chain boundaries are marked) or an array of shape (L,).
@@ -105,12 +117,22 @@ def plot_plddt(result: Any, ax: Any = None, *, title: str | None = None) -> Any:
         xlabel="residue",
         ylabel="pLDDT",
         title=title
-        or (f"{result.id}: mean pLDDT {result.mean_plddt:.1f}" if hasattr(result, "id") else None),
+        or (
+            f"{result.id}: mean pLDDT {result.mean_plddt:.1f}"
+            if not isinstance(result, np.ndarray) and hasattr(result, "id")
+            else None
+        ),
     )
     return ax
 
 
-def plot_pae(result: Any, ax: Any = None, *, vmax: float = 31.75, title: str | None = None) -> Any:
+def plot_pae(
+    result: FoldResult | np.ndarray,
+    ax: Axes | None = None,
+    *,
+    vmax: float = 31.75,
+    title: str | None = None,
+) -> Axes:
     """Heatmap of the predicted aligned error in Angstrom (row: aligned residue); returns the Axes.
 
     `vmax` defaults to the centre of ESMFold's last PAE bin (31.75 A).
@@ -128,13 +150,18 @@ def plot_pae(result: Any, ax: Any = None, *, vmax: float = 31.75, title: str | N
     ax.set(
         xlabel="scored residue",
         ylabel="aligned residue",
-        title=title or (f"{result.id}: pTM {result.ptm:.2f}" if hasattr(result, "ptm") else None),
+        title=title
+        or (
+            f"{result.id}: pTM {result.ptm:.2f}"
+            if not isinstance(result, np.ndarray) and hasattr(result, "ptm")
+            else None
+        ),
     )
     return ax
 
 
 # ---------------------------------------------------------------- private helpers
-def _as_text(structure: Any) -> tuple[str, str, Any]:
+def _as_text(structure: StructureLike) -> tuple[str, str, Structure]:
     """(file text, py3Dmol format, an object with atom_name/b_factor/chain_id/res_id arrays)."""
     from protein_lm.folding.structure import Structure, load_structure
 
@@ -159,7 +186,7 @@ def _as_text(structure: Any) -> tuple[str, str, Any]:
     )
 
 
-def _chain_lines(ax: Any, result: Any, axis: str) -> None:
+def _chain_lines(ax: Axes, result: object, axis: str) -> None:
     chain_index = getattr(result, "chain_index", None)
     if chain_index is None:
         return
@@ -171,8 +198,12 @@ def _chain_lines(ax: Any, result: Any, axis: str) -> None:
 
 
 def plot_contact_map(
-    contacts: np.ndarray, ax: Any = None, *, title: str | None = None, min_separation: int = 6
-) -> Any:
+    contacts: np.ndarray,
+    ax: Axes | None = None,
+    *,
+    title: str | None = None,
+    min_separation: int = 6,
+) -> Axes:
     """Heatmap of contact probabilities (0-1), shape (L, L), e.g. `Embeddings.contacts[i]`.
 
     Pairs closer than `min_separation` in sequence (trivially in contact) are greyed out in the

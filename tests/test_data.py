@@ -152,3 +152,14 @@ def test_encode_labels_errors(tmp_path: Path) -> None:
 def test_class_balance_of_loaded_splits_is_plausible(shared_data: Path) -> None:
     counts = Counter("".join(data.load_secondary_structure()["test"]["label"]))
     assert 0.3 < counts["C"] / sum(counts.values()) < 0.5
+
+
+def test_data_dirs_do_not_depend_on_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #15: a notebook, a test and a script anywhere search the same folders."""
+    monkeypatch.delenv("PROTEIN_LM_DATA", raising=False)
+    here = data.data_dirs()
+    monkeypatch.chdir(tmp_path)
+    assert data.data_dirs() == here
+    assert not any(str(tmp_path.parent) in str(d) for d in here)

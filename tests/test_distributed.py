@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from protein_lm.distributed import block, parse_shard, process_group, rank_device, shard_from_env
+from protein_lm.distributed import (
+    block,
+    check_shard,
+    deal,
+    parse_shard,
+    process_group,
+    rank_device,
+    shard_from_env,
+)
 from protein_lm.errors import InvalidInputError
 
 LENGTHS = (30, 12, 41, 25, 18, 36)
@@ -59,6 +67,43 @@ def test_blocks_are_contiguous_balanced_and_cover_everything(n_items: int) -> No
         block(3, (2, 2))
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_deal_covers_every_index_once_balanced_within_the_largest_item(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for n_items in (0, 1, 7, 50):
+        costs = rng.integers(1, 1000, n_items).tolist()
+        for n in range(1, 6):
+            shards = [deal(costs, (i, n)) for i in range(n)]
+            assert all(s == sorted(s) for s in shards)  # input order
+            assert sorted(k for s in shards for k in s) == list(range(n_items))
+            loads = [sum(costs[k] for k in s) for s in shards]
+            assert max(loads) - min(loads) <= max(costs, default=0)
+            assert [deal(costs, (i, n)) for i in range(n)] == shards  # deterministic
+
+
+def test_deal_longest_first_ties_by_index_and_zero_costs() -> None:
+    # 5 -> shard 0, 4 -> 1, 3 -> 1, 2 -> 0, 1 -> 0 (7 and 7: the lower shard)
+    assert [deal([5, 1, 4, 2, 3], (i, 2)) for i in range(2)] == [[0, 1, 3], [2, 4]]
+    assert [deal([1, 1, 1, 1], (i, 3)) for i in range(3)] == [[0, 3], [1], [2]]  # round-robin
+    assert [deal([0, 0], (i, 2)) for i in range(2)] == [[0], [1]]
+    assert deal([3, 1], (0, 1)) == [0, 1]
+
+
+def test_one_shard_check_with_each_callers_message() -> None:
+    assert check_shard(1, 3) == (1, 3)
+    for bad in ((2, 2), (-1, 2), (0, 0)):
+        with pytest.raises(InvalidInputError, match=r"`shard` must be \(i, n\) with 0 <= i < n"):
+            check_shard(*bad)
+        with pytest.raises(ValueError, match=rf"0 <= i < n, got \({bad[0]}, {bad[1]}\)"):
+            deal([1, 2], bad)
+    with pytest.raises(InvalidInputError, match=r"--shard '4/4': need 0 <= i < n"):
+        parse_shard("4/4")
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        deal([1, -1], (0, 2))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        deal([float("nan")], (0, 1))
+
+
 def test_alone_without_launcher_and_a_clear_error_without_master(
         monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -91,7 +136,7 @@ def test_embed_shard_jobs_then_a_merge_run(tmp_path: Path, monkeypatch: pytest.M
             "--no-progress"]
     assert main([*args, "--shard", "1/2"]) == 0
     assert sorted(p.name for p in (tmp_path / "e.npz.parts").glob("shard-*")) == [
-        "shard-00001.npz"]  # shard files 0, 1, 2: job 1 of 2 writes file 1 only
+        "shard-00000.npz", "shard-00002.npz"]  # files of 42, 66, 54 residues: job 0 takes 66
     assert not out.exists() and "rerun without --shard to merge" in caplog.text
     assert main([*args, "--shard", "0/2"]) == 0 and not out.exists()
     calls = []
@@ -116,7 +161,9 @@ def test_score_blocks_together_equal_one_run() -> None:
              for i in range(3)]
     col = "score_masked-marginals"
     mine = [np.flatnonzero(p[col].notna()).tolist() for p in parts]
-    assert mine == [[0, 2], [3, 4], [5, 6]]  # contiguous blocks of the 6 valid rows (1 is bad)
+    # 6 valid rows (1 is bad) in 5 groups by masked positions, dealt by passes: A4W:I6L (2) to
+    # shard 0; K2A and K2R (position 2) together
+    assert mine == [[3], [0, 4, 6], [2, 5]]
     merged = parts[0][col].to_numpy()
     for p in parts[1:]:
         merged = np.where(np.isnan(merged), p[col], merged)

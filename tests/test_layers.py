@@ -15,7 +15,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "protein_lm"
 CORE = {"errors", "sequences", "tokenization", "batching", "data", "metrics", "models",
-        "distributed"}
+        "distributed", "files", "limits"}
 
 
 def _module_name(path: Path) -> str:

@@ -7,6 +7,7 @@ import pytest
 from protein_lm.errors import InvalidInputError, InvalidSequenceError
 from protein_lm.sequences import (
     ESM2_TOKENS,
+    STANDARD_AA,
     FastaRecord,
     as_records,
     read_fasta,
@@ -115,6 +116,22 @@ def test_as_records_accepts_str_mapping_list_and_fasta(tmp_path: Path) -> None:
     p.write_text(">z\nMK\n")
     assert as_records(p) == [FastaRecord("z", "MK")]
     assert as_records(">q\nAA\n") == [FastaRecord("q", "AA")]
+
+
+def test_as_records_raw_and_unique_options(tmp_path: Path) -> None:
+    """Folding's use: multimer `A:B` kept as given, duplicate ids refused (linear check)."""
+    assert as_records(["MK:AA"], validate_sequences=False) == [FastaRecord("seq0", "MK:AA")]
+    p = tmp_path / "m.FASTA"  # suffix case and .fna are FASTA names too
+    p.write_text(">d\nMK:AA\n")
+    assert as_records(str(p), validate_sequences=False) == [FastaRecord("d", "MK:AA")]
+    with pytest.raises(InvalidInputError, match="not found"):
+        as_records(str(tmp_path / "missing.fna"))
+    recs = [FastaRecord("x", "MK"), FastaRecord("y", "AA"), FastaRecord("x", "GG")]
+    assert len(as_records(recs)) == 3  # no check unless asked (embed names both records itself)
+    with pytest.raises(InvalidInputError, match=r"Duplicate record ids \['x'\]; ids must be unique"):
+        as_records(recs, unique=True)
+    long = "M" + STANDARD_AA * 15  # longer than a file name may be: not mistaken for a path
+    assert as_records(long) == [FastaRecord("seq0", long)]
 
 
 def test_alphabet_constants() -> None:

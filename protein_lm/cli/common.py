@@ -20,12 +20,21 @@ from typing import Any
 __all__ = ["add_common_options", "common_options_applied"]
 
 _DEVICE = re.compile(r"^(cpu|mps|(cuda|xpu)(:\d+)?)$")
+# `finetune` places the model through accelerate's PartialState, which takes only these two
+# (FinetuneConfig.device): the parser refuses what the library would refuse later.
+FINETUNE_DEVICES = ("cpu", "cuda")
 
 
 def _device(value: str) -> str:
     if not _DEVICE.match(value):
         raise argparse.ArgumentTypeError(
             f"must be cpu, cuda, cuda:N, mps or xpu[:N], got {value!r}")
+    return value
+
+
+def _finetune_device(value: str) -> str:
+    if value not in FINETUNE_DEVICES:
+        raise argparse.ArgumentTypeError(f"must be cpu or cuda for finetune, got {value!r}")
     return value
 
 
@@ -38,12 +47,19 @@ class _Quiet(argparse.Action):
         namespace.no_progress = True
 
 
-def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """Add `--device`, `--no-progress`, `-q/--quiet` and `-v/--verbose` to a subcommand parser."""
+def add_common_options(parser: argparse.ArgumentParser, *, finetune: bool = False) -> None:
+    """Add `--device`, `--no-progress`, `-q/--quiet` and `-v/--verbose` to a subcommand parser.
+
+    `finetune=True` limits `--device` to what fine-tuning accepts (`FINETUNE_DEVICES`).
+    """
     g = parser.add_argument_group("common options")
-    g.add_argument("--device", type=_device, default=None, metavar="DEVICE",
-                   help="cpu, cuda, cuda:N, mps (default: cuda if available; cuda:LOCAL_RANK "
-                   "under torchrun)")
+    if finetune:
+        g.add_argument("--device", type=_finetune_device, default=None, metavar="DEVICE",
+                       help="cpu or cuda (default: cuda if available)")
+    else:
+        g.add_argument("--device", type=_device, default=None, metavar="DEVICE",
+                       help="cpu, cuda, cuda:N, mps (default: cuda if available; "
+                       "cuda:LOCAL_RANK under torchrun)")
     g.add_argument("--no-progress", action="store_true",
                    help="no progress bars (ours, transformers', the hub's, datasets')")
     loud = g.add_mutually_exclusive_group()

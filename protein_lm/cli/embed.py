@@ -19,9 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "arrays), .npy (mean embeddings; ids in <stem>.ids.txt), .parquet, or a "
                        "folder of shards. Resumable: rerun the same command after an "
                        "interruption. Parallel: under `torchrun --nproc-per-node N -m "
-                       "protein_lm.cli embed ...` each process embeds every N-th shard file (on "
-                       "cuda:LOCAL_RANK, or the CPU) and rank 0 writes the output once all are "
-                       "done. Independent jobs (a Slurm array): `--shard "
+                       "protein_lm.cli embed ...` each process embeds its share of the shard "
+                       "files (balanced by residues; on cuda:LOCAL_RANK, or the CPU) and rank 0 "
+                       "writes the output once all are done. Independent jobs (a Slurm array): `--shard "
                        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT` in each job fills "
                        "OUT.parts/, then the same command without --shard merges.")
     p.add_argument("--model", required=True, help="hub id, local dir, or 'tiny'")
@@ -41,8 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="records per resumable shard file (default 1000); the unit of work "
                    "shared out among processes, so keep it <= records / processes")
     p.add_argument("--shard", default=None, metavar="I/N",
-                   help="embed only shard files k with k %% N == I into OUT.parts/ (independent "
-                   "jobs, e.g. a Slurm array); rerun without --shard to merge. Not with torchrun")
+                   help="embed only shard I's share of the shard files (of N, balanced by "
+                   "residues) into OUT.parts/ (independent jobs, e.g. a Slurm array); rerun "
+                   "without --shard to merge. Not with torchrun")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="model dtype (default float32; float16/bfloat16 halve GPU memory)")
     add_common_options(p)
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     """Embed; exit 1 if a record ran out of memory alone (NaN row, id logged)."""
     import torch
 
-    from protein_lm.distributed import process_group, rank_device
+    from protein_lm.distributed import bulk_run
     from protein_lm.embedding_store import embed_to_file
     from protein_lm.embeddings import check_records
     from protein_lm.models import load_model
@@ -60,35 +61,32 @@ def run(args: argparse.Namespace) -> int:
 
     records = read_fasta(args.input)  # every record checked before the model is loaded
     check_records(records, long_policy=args.long)
-    with process_group() as group:
-        shard = group.job_shard(args.shard)
-        model = load_model(args.model, "masked-lm", device=rank_device(args.device),
+    with bulk_run(args.shard, args.device, progress=not args.no_progress) as bulk:
+        model = load_model(args.model, "masked-lm", device=bulk.device,
                            dtype=getattr(torch, args.dtype)).eval()
         options = dict(
             shard_size=args.shard_size, model_name=args.model, layers=args.layers,
             per_residue=args.per_residue, contacts=args.contacts, max_tokens=args.batch_tokens,
-            strategy=args.strategy, long_policy=args.long,
-            progress=not args.no_progress and group.is_main,
+            strategy=args.strategy, long_policy=args.long, progress=bulk.progress,
         )
-        out = embed_to_file(model, records, args.output, shard=shard or group.shard, **options)
-        group.barrier()  # every rank's shard files are written
-        failed: list[str] = []
-        if group.is_main and group.world > 1:  # rank 0 merges them (nothing left to embed)
-            out = embed_to_file(model, records, args.output, **options)
-        if group.is_main and (shard is None or shard[1] == 1):
-            failed = _failed_ids(out)
-        failed = group.broadcast(failed)  # the others stay until the output is written
-    if shard is not None and shard[1] > 1:
-        log.info("shard %d/%d written to %s; when all %d are done, rerun without --shard to "
-                 "merge", *shard, out, shard[1])
-        return 0
-    if failed:
-        if group.is_main:
-            log.error("out of memory, skipped (NaN rows): %s", ", ".join(failed))
-        return 1
-    if group.is_main:
-        log.info("wrote %s", out)
-    return 0
+        out = embed_to_file(model, records, args.output, shard=bulk.shard, **options)
+
+        def merge(_: list[None]) -> int:
+            path = out
+            if bulk.group.world > 1:  # every rank's shard files are written: rank 0 merges them
+                path = embed_to_file(model, records, args.output, **options)  # embeds nothing
+            if bulk.partial:
+                log.info("shard %d/%d written to %s; when all %d are done, rerun without --shard "
+                         "to merge", *bulk.shard, path, bulk.shard[1])
+                return 0
+            failed = _failed_ids(path)
+            if failed:
+                log.error("out of memory, skipped (NaN rows): %s", ", ".join(failed))
+                return 1
+            log.info("wrote %s", path)
+            return 0
+
+        return bulk.finish(None, merge)
 
 
 def _failed_ids(out: Path) -> list[str]:

@@ -49,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--length-policy", choices=("truncate", "error"), default="truncate",
                    help="sequences over 1,022 residues: truncate with a warning, or stop with an error")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
-    add_common_options(p)  # --device (cpu/cuda here), --no-progress, --quiet, --verbose
+    add_common_options(p, finetune=True)  # --device cpu/cuda, --no-progress, --quiet, -v
 
 
 # Options only the PyTorch path has: refused with --framework tf (value that means "not used").

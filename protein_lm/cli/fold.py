@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from protein_lm.cli.common import add_common_options
@@ -15,8 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "fold", help="predict structures with ESMFold (bulk, resumable)",
         description="Fold every record of a FASTA into OUTDIR (one structure file per record, "
         "summary.csv). Resumable: a rerun skips finished records. Parallel: under `torchrun "
-        "--nproc-per-node N -m protein_lm.cli fold ...` each process folds every N-th record "
-        "(on cuda:LOCAL_RANK, or the CPU) and rank 0 writes summary.csv and prints the totals. "
+        "--nproc-per-node N -m protein_lm.cli fold ...` each process folds its share of the "
+        "records (balanced by length; on cuda:LOCAL_RANK, or the CPU) and rank 0 writes "
+        "summary.csv and prints the totals. "
         "Independent jobs (a Slurm array): `--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT` "
         "in each job, then one run without --shard (folds only what is missing, rewrites "
         "summary.csv).")  # fmt: skip
@@ -40,8 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fold; exit 1 if a record failed (each logged at WARNING, then a line with the count)."""
-    from protein_lm.distributed import process_group
+    from protein_lm.distributed import bulk_run
     from protein_lm.folding.bulk import fold_fasta, write_summary
+    from protein_lm.folding.options import FoldOptions
     from protein_lm.sequences import read_fasta
 
     chunk = args.chunk_size
@@ -53,25 +56,26 @@ def run(args: argparse.Namespace) -> int:
                 f"--chunk-size must be an int, 'auto' or 'none', got {chunk!r}") from None
         if chunk <= 0:
             raise ValueError(f"--chunk-size must be > 0, got {chunk}")
-    with process_group() as group:
-        shard = group.job_shard(args.shard)
+    options = FoldOptions(  # checked here, before any process group or model is set up
+        device=args.device, chunk_size=None if chunk == "none" else chunk,
+        max_tokens=args.max_tokens, num_recycles=args.num_recycles,
+        cpu_fallback=not args.no_cpu_fallback)  # fmt: skip
+    with bulk_run(args.shard, args.device, progress=not args.no_progress) as bulk:
         report = fold_fasta(
             args.input, args.output_dir, args.model, fmt=args.format,
-            shard=shard or group.shard, device=args.device,
-            chunk_size=None if chunk == "none" else chunk, max_tokens=args.max_tokens,
-            num_recycles=args.num_recycles, max_length=args.max_length or None,
-            cpu_fallback=not args.no_cpu_fallback, progress=not args.no_progress and group.is_main,
-            summary=group.world == 1,
+            shard=bulk.shard, options=dataclasses.replace(options, device=bulk.device),
+            max_length=args.max_length or None, progress=bulk.progress,
+            summary=bulk.group.world == 1,
         )  # fmt: skip
-        counts = group.all_gather((report.folded, report.skipped, report.failed))  # also a barrier
-        folded, skipped, failed = (sum(c[k] for c in counts) for k in range(3))
-        summary = report.summary
-        if group.world > 1 and group.is_main:  # every rank is done: rank 0 merges
-            summary = write_summary(read_fasta(args.input, validate_sequences=False),
-                                    args.output_dir, args.format)
-        group.barrier()  # the others stay until the summary is written (torchrun stops all
-        # processes as soon as one exits with an error)
-    if group.is_main:
-        print(f"folded {folded}, skipped {skipped} (already done), failed {failed}; "
-              f"summary: {summary}")
-    return 1 if failed else 0
+
+        def merge(counts: list[tuple[int, int, int]]) -> int:
+            folded, skipped, failed = (sum(c[k] for c in counts) for k in range(3))
+            summary = report.summary
+            if bulk.group.world > 1:  # every rank is done: rank 0 writes summary.csv
+                summary = write_summary(read_fasta(args.input, validate_sequences=False),
+                                        args.output_dir, args.format)
+            print(f"folded {folded}, skipped {skipped} (already done), failed {failed}; "
+                  f"summary: {summary}")
+            return 1 if failed else 0
+
+        return bulk.finish((report.folded, report.skipped, report.failed), merge)

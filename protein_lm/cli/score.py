@@ -17,8 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="zero-shot variant effect scores",
                        description="Score every mutation of a CSV against a wild type. Parallel: "
                        "under `torchrun --nproc-per-node N -m protein_lm.cli score ...` each "
-                       "process scores one contiguous block of the rows (on cuda:LOCAL_RANK, or "
-                       "the CPU) and rank 0 writes the CSV in the original row order.")
+                       "process scores its share of the rows (rows masking the same positions "
+                       "together, balanced by forward passes; on cuda:LOCAL_RANK, or the CPU) "
+                       "and rank 0 writes the CSV in the original row order.")
     p.add_argument("--model", required=True, help="hub id, local dir, or 'tiny'")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--sequence", help="wild-type sequence")
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     """Score every mutation; the mutation file is read and checked before the model is loaded."""
     import numpy as np
 
-    from protein_lm.distributed import process_group, rank_device
+    from protein_lm.distributed import bulk_run
     from protein_lm.models import load_model
     from protein_lm.sequences import atomic_write_text, read_fasta
     from protein_lm.variants import read_mutations, score_dataframe
@@ -53,25 +54,25 @@ def run(args: argparse.Namespace) -> int:
     else:
         wild_type = args.sequence
     table = read_mutations(args.mutations, column=args.column)
-    with process_group() as group:
-        model = load_model(args.model, "masked-lm", device=rank_device(args.device)).eval()
+    with bulk_run(None, args.device, progress=not args.no_progress) as bulk:
+        model = load_model(args.model, "masked-lm", device=bulk.device).eval()
         scored, skipped = score_dataframe(
             model, wild_type, table, strategies=args.strategy, offset=args.offset,
             on_error="skip" if args.skip_invalid else "raise", source=str(args.mutations),
-            column=args.column, progress=not args.no_progress and group.is_main,
-            shard=group.shard,
+            column=args.column, progress=bulk.progress, shard=bulk.shard,
         )
         columns = [f"score_{s}" for s in args.strategy]
-        blocks = group.all_gather(scored[columns].to_numpy())  # (rows, strategies) each, NaN
-        if group.is_main:  # outside its block: merge in row order, then write
-            merged = blocks[0]
-            for other in blocks[1:]:
+
+        def merge(parts: list[np.ndarray]) -> int:  # (rows, strategies) each, NaN elsewhere
+            merged = parts[0]
+            for other in parts[1:]:
                 merged = np.where(np.isnan(merged), other, merged)
-            scored[columns] = merged
+            scored[columns] = merged  # in row order
             for _, msg in skipped:
                 log.warning("skipped %s", msg)
             args.output.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(args.output, scored.to_csv(index=False))
             log.info("wrote %d rows (%d skipped) to %s", len(scored), len(skipped), args.output)
-        group.barrier()  # the others stay until the CSV is written
-    return 0
+            return 0
+
+        return bulk.finish(scored[columns].to_numpy(), merge)

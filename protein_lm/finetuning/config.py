@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from protein_lm.finetuning.reporting import LogEntry
-from protein_lm.tokenization import MAX_TOKENS
+from protein_lm.limits import MAX_TOKENS, TRAINING_TOKENS
 
 __all__ = [
     "FINETUNE_TASKS",
@@ -27,9 +27,8 @@ FINETUNE_TASKS = ("sequence-classification", "token-classification", "regression
 # The validation metric that picks the best checkpoint, per task.
 SELECTION_METRIC = {"sequence-classification": "mcc", "token-classification": "q3",
                     "regression": "spearman"}
-# ESM-2 was trained on crops of 1,024 tokens (1,022 residues + <cls>/<eos>); rotary positions
-# allow more, but quality past the training crop is untested, so that is the default limit.
-DEFAULT_MAX_LENGTH = 1024
+# The ESM-2 training crop in tokens (see protein_lm.limits): quality past it is untested.
+DEFAULT_MAX_LENGTH = TRAINING_TOKENS
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ A model directory is read the same way whichever framework wrote it: the task co
 `config.json` (`protein_lm_task`, else the architecture and `problem_type`, see `model_task`),
 class names from `id2label`, and regression outputs are mapped back to label units with
 `protein_lm_label_scale` (mean, std). Per-residue tasks cover sequences longer than the model's
-window with overlapping windows (stride half a window, `window_starts`) whose class probabilities
+window with overlapping windows (`limits.windows`: stride half a window) whose class probabilities
 are averaged, so every residue gets a prediction; sequence-level tasks read the first window only,
 with a warning naming how many sequences were cut (`plan_windows`). A backend only runs the
 forward passes: `plan_windows` -> forward per item -> `assemble_predictions`.
@@ -24,6 +24,7 @@ import numpy as np
 
 from protein_lm.errors import InvalidInputError
 from protein_lm.finetuning.reporting import write_predictions
+from protein_lm.limits import window_starts, windows
 from protein_lm.sequences import FastaRecord
 
 __all__ = [
@@ -92,27 +93,15 @@ def finetuned_model_dir(model_dir: str | os.PathLike[str]) -> Path:
     return Path(source.name)
 
 
-def window_starts(length: int, window: int) -> list[int]:
-    """Start offsets of windows of `window` residues covering `length`, stride `window // 2`.
-
-    >>> window_starts(10, 4)
-    [0, 2, 4, 6]
-    """
-    if length <= window:
-        return [0]
-    starts = list(range(0, length - window, max(window // 2, 1)))
-    return [*starts, length - window]
-
-
 def plan_windows(records: Sequence[FastaRecord], task: str, window: int) -> list[Item]:
     """One work item per (record, window); sequence-level tasks use the first window only."""
     items: list[Item] = []
     cut = 0
     for r, rec in enumerate(records):
         per_residue = task == "token-classification"
-        starts = window_starts(len(rec.sequence), window) if per_residue else [0]
+        parts = windows(rec.sequence, window) if per_residue else [(0, rec.sequence[:window])]
         cut += not per_residue and len(rec.sequence) > window
-        items += [(r, s, rec.sequence[s : s + window]) for s in starts]
+        items += [(r, s, sub) for s, sub in parts]
     if cut:
         warnings.warn(f"{cut} sequence(s) longer than {window} residues: only their first "
                       f"{window} residues are used", stacklevel=3)

@@ -21,28 +21,25 @@ when the block finishes without an exception, so a failed run leaves nothing hal
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import glob
 import io
 import json
 import logging
 import math
 import numbers
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from protein_lm.errors import InvalidInputError, require
-from protein_lm.sequences import FastaRecord, atomic_write_text, read_fasta, read_text, validate
+from protein_lm.files import atomic_file, atomic_output_dir, atomic_write_text, read_rows
+from protein_lm.sequences import FastaRecord, read_fasta, validate
 
 __all__ = [
     "LogEntry",
-    "atomic_output_dir",
+    "atomic_output_dir",  # re-exported from `protein_lm.files`, its home
     "write_training_log",
     "read_training_log",
     "write_metrics",
@@ -77,89 +74,6 @@ class LogEntry:
     value: float
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _follow_umask(root: Path) -> None:
-    """Give `root` and everything under it the permissions a plain `open`/`mkdir` would.
-
-    `tempfile.mkdtemp`/`mkstemp` (used here and by libraries writing checkpoints) create 0700
-    folders and 0600 files; results must instead follow the user's umask (0755/0644 at 022).
-    """
-    mask = _umask()
-    os.chmod(root, 0o777 & ~mask)
-    for folder, dirs, files in os.walk(root):
-        for d in dirs:
-            os.chmod(os.path.join(folder, d), 0o777 & ~mask)
-        for f in files:
-            os.chmod(os.path.join(folder, f), 0o666 & ~mask)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def _remove_stale(final: Path) -> None:
-    """Delete temporary siblings of `final` left by killed runs (`.<name>.<pid>.<random>.tmp`).
-
-    A folder whose writer process is still alive (another run into the same output) is kept;
-    folders without a pid in the name (older versions) are always stale.
-    """
-    for stale in final.parent.glob(f".{glob.escape(final.name)}.*"):
-        middle = stale.name[len(final.name) + 2 :]
-        if not stale.is_dir() or not (middle.endswith(".tmp") or middle.startswith("old-")):
-            continue
-        pid = middle.removeprefix("old-").split(".", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
-            continue
-        log.info("Removing %s, left behind by an interrupted run", stale)
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def atomic_output_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary folder that replaces `path` only if the block succeeds.
-
-    Raises `InvalidInputError` up front when `path` exists and is not empty (unless `overwrite`),
-    so a run never mixes old and new files. The temporary folder `.<name>.<pid>.<random>.tmp`
-    sits beside `path` (same file system, so the final `os.replace` is a rename) and is deleted on
-    any exception; ones left by killed runs (whose process is gone) are deleted on the next run.
-    The result follows the user's umask (not the 0700/0600 of temporary files).
-    """
-    final = Path(path)
-    if final.exists() and (not final.is_dir() or any(final.iterdir())) and not overwrite:
-        raise InvalidInputError(
-            f"Output directory {str(final)!r} already exists and is not empty; choose a new "
-            "directory or pass overwrite=True (CLI: --overwrite)"
-        )
-    final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(final)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.{os.getpid()}.",
-                                suffix=".tmp"))
-    try:
-        yield tmp
-        _follow_umask(tmp)
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def write_training_log(entries: Sequence[LogEntry], path: str | os.PathLike[str]) -> Path:
     """Write `entries` as `training_log.csv` (columns step, epoch, split, name, value)."""
     buf = io.StringIO()
@@ -175,7 +89,7 @@ def read_training_log(path: str | os.PathLike[str]) -> list[LogEntry]:
     """Read a `training_log.csv` written by `write_training_log`."""
     return [
         LogEntry(int(r["step"]), float(r["epoch"]), r["split"], r["name"], float(r["value"]))
-        for r in csv.DictReader(io.StringIO(read_text(path)))
+        for r in read_rows(path)
     ]
 
 
@@ -279,7 +193,10 @@ def plot_training_curves(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path)
+    # A file object, so the format comes from `path` and not from the temporary file's name.
+    fmt = Path(path).suffix.lstrip(".").lower() or None
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        fig.savefig(fh, format=fmt)
     return Path(path)
 
 
@@ -332,9 +249,7 @@ def read_predict_input(path: str | os.PathLike[str]) -> list[FastaRecord]:
         raise InvalidInputError(f"{path}: file not found")
     if path.suffix.lower() not in (".csv", ".tsv", ".tab"):
         return read_fasta(path)
-    text = read_text(path)
-    delim = "\t" if path.suffix.lower() != ".csv" else ","
-    reader = csv.DictReader(io.StringIO(text), delimiter=delim)
+    reader = read_rows(path)
     if "sequence" not in (reader.fieldnames or []):
         raise InvalidInputError(f"{path}: no 'sequence' column; found {reader.fieldnames}")
     records = []

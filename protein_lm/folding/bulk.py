@@ -14,10 +14,10 @@ Layout of `output_dir`:
 
 Resume: a rerun skips every record whose structure file and scores JSON both exist (a record
 with only one of them, e.g. from a version without scores, is folded again). Sharding:
-`shard=(i, n)` folds every n-th record (round-robin over length-sorted records, so shards get
-similar work); n processes or machines can share one output directory (`protein_lm.distributed`:
-torchrun ranks or `--shard i/n` jobs; with `summary=False` a shard leaves `summary.csv` to the
-process that merges, after every shard is done).
+`shard=(i, n)` folds shard i's records (`protein_lm.distributed.deal`, weighted by length, so
+shards get similar work); n processes or machines can share one output directory
+(`protein_lm.distributed`: torchrun ranks or `--shard i/n` jobs; with `summary=False` a shard
+leaves `summary.csv` to the process that merges, after every shard is done).
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ import logging
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from protein_lm.distributed import rank_device
+from protein_lm.distributed import deal, rank_device
 from protein_lm.errors import InvalidInputError
 from protein_lm.folding.esmfold import build_folder, prepare
+from protein_lm.folding.options import FoldOptions, fold_options
 from protein_lm.folding.results import (
     DEFAULT_MODEL,
     MAX_LENGTH,
@@ -87,6 +88,7 @@ def fold_fasta(
     *,
     fmt: Literal["pdb", "cif"] = "pdb",
     shard: tuple[int, int] = (0, 1),
+    options: FoldOptions | None = None,
     device: str | None = None,
     chunk_size: int | Literal["auto"] | None = "auto",
     max_tokens: int = 1024,
@@ -101,16 +103,25 @@ def fold_fasta(
     Bad records (invalid letters, empty chains, too long, out of memory) are logged at WARNING
     (one line each: id, reason, message), written to `errors/` and `summary.csv`, and the run
     goes on; a final WARNING gives their number and the `errors/` folder. Folding arguments are
-    those of `fold`. `summary=False` skips rebuilding `summary.csv` (a torchrun rank: rank 0
-    rebuilds it with `write_summary` once every rank is done); the report's `summary` is its path.
+    those of `fold` (`options` or the keyword arguments, not both). `summary=False` skips
+    rebuilding `summary.csv` (a torchrun rank: rank 0 rebuilds it with `write_summary` once every
+    rank is done); the report's `summary` is its path.
     """
     if fmt not in ("pdb", "cif"):
         raise ValueError(f"`fmt` must be 'pdb' or 'cif', got {fmt!r}")
+    options = fold_options(
+        options,
+        device=device,
+        chunk_size=chunk_size,
+        max_tokens=max_tokens,
+        num_recycles=num_recycles,
+        cpu_fallback=cpu_fallback,
+    )
+    options = replace(options, device=rank_device(options.device))
     records = read_fasta(input_fasta, validate_sequences=False)
-    device = rank_device(device)
     out = _writable_dir(Path(output_dir))
     names = _file_names(records)
-    mine = _shard(records, *shard)
+    mine = [records[k] for k in deal([len(r.sequence) for r in records], shard)]
     done = {r.id for r in mine if _complete(out, names[r.id], fmt)}
     todo = [r for r in mine if r.id not in done]
     for r in todo:  # temp files of a killed run of this shard (other shards' are left alone)
@@ -129,9 +140,7 @@ def fold_fasta(
     try:
         items, bad = prepare(todo, max_length=max_length)
         # Load the model before any record is reported, so a bad --model fails fast and cleanly.
-        folder = (
-            build_folder(model, device, chunk_size, num_recycles, cpu_fallback) if items else None
-        )
+        folder = build_folder(model, options) if items else None
         for failure in bad:
             _record_failure(out, names[failure.id], failure)
         failed += len(bad)
@@ -141,7 +150,7 @@ def fold_fasta(
             total=len(todo), initial=len(bad), disable=not progress, desc="fold", unit="seq"
         )
         with bar:
-            results = folder.iter(items, max_tokens) if folder else iter(())
+            results = folder.iter(items) if folder else iter(())
             for result in results:
                 if isinstance(result, FoldFailure):
                     _record_failure(out, names[result.id], result)
@@ -221,13 +230,6 @@ def _file_names(records: list[FastaRecord]) -> dict[str, str]:
             )
         owner[key], names[rec.id] = rec.id, name
     return names
-
-
-def _shard(records: list[FastaRecord], index: int, count: int) -> list[FastaRecord]:
-    if not 0 <= index < count:
-        raise InvalidInputError(f"Shard {index}/{count}: need 0 <= i < n")
-    order = sorted(range(len(records)), key=lambda k: (len(records[k].sequence), k))
-    return [records[k] for k in sorted(order[index::count])]
 
 
 def _complete(out: Path, name: str, fmt: str) -> bool:

@@ -27,12 +27,12 @@ import importlib.util
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from protein_lm.errors import InvalidInputError, InvalidSequenceError, require
+from protein_lm.folding.options import FoldOptions, fold_options
 from protein_lm.folding.results import (
     DEFAULT_MODEL,
     MAX_LENGTH,
@@ -44,7 +44,7 @@ from protein_lm.folding.results import (
 )
 from protein_lm.folding.runtime import Folder, place
 from protein_lm.models import resolve_device, resolve_model, tiny_config
-from protein_lm.sequences import FastaRecord, read_fasta, validate
+from protein_lm.sequences import FastaRecord, as_records, validate
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -53,6 +53,7 @@ __all__ = [
     "FoldFailure",
     "FoldInput",
     "FoldingError",
+    "FoldOptions",
     "tiny_folding_config",
     "load_folding_model",
     "build_folder",
@@ -160,17 +161,17 @@ def _load_kwargs(device: str) -> dict[str, Any]:
     return {"device_map": dev} if dev.type == "cuda" else {}
 
 
-def build_folder(
-    model: Any,
-    device: str | None = None,
-    chunk_size: int | str | None = "auto",
-    num_recycles: int | None = None,
-    cpu_fallback: bool = True,
-) -> Folder:
+def build_folder(model: Any, options: FoldOptions | None = None) -> Folder:
     """A `runtime.Folder` for a loaded model, or for a name loaded with `load_folding_model`."""
+    options = FoldOptions() if options is None else options
+    if not isinstance(options, FoldOptions):
+        raise TypeError(
+            f"build_folder takes a FoldOptions, got {options!r}; e.g. "
+            "build_folder(model, FoldOptions(device='cpu', chunk_size=64))"
+        )
     if isinstance(model, (str, os.PathLike)):
-        model = load_folding_model(str(model), device=device)
-    return Folder(model, device, chunk_size, num_recycles, cpu_fallback)
+        model = load_folding_model(str(model), device=options.device)
+    return Folder(model, options)
 
 
 def parse_chains(sequence: str, record_id: str = "sequence") -> tuple[str, ...]:
@@ -201,6 +202,7 @@ def fold(
     sequences: str | Mapping[str, str] | Iterable[str | FastaRecord] | os.PathLike[str],
     model: Any = DEFAULT_MODEL,
     *,
+    options: FoldOptions | None = None,
     device: str | None = None,
     chunk_size: int | Literal["auto"] | None = "auto",
     max_tokens: int = 1024,
@@ -219,6 +221,9 @@ def fold(
     model : str or EsmForProteinFolding
         A hub id, local directory, `tiny`, or a loaded model (its language model is cast per the
         memory policy and it stays on its device unless `device` is given).
+    options : FoldOptions or None
+        device, chunk_size, max_tokens, num_recycles and cpu_fallback as one object; or pass
+        them as keyword arguments (not both).
     chunk_size : int, "auto" or None
         Trunk chunk size; "auto" picks it from length and free memory, None disables chunking.
     max_tokens : int
@@ -229,7 +234,15 @@ def fold(
     Raises `InvalidSequenceError`/`InvalidInputError` naming the record before any folding, and
     `FoldingError` naming the records that failed after every memory fallback.
     """
-    records = _raw_records(sequences)
+    options = fold_options(
+        options,
+        device=device,
+        chunk_size=chunk_size,
+        max_tokens=max_tokens,
+        num_recycles=num_recycles,
+        cpu_fallback=cpu_fallback,
+    )
+    records = as_records(sequences, validate_sequences=False, unique=True)
     items, failures = prepare(
         records,
         max_length=max_length,
@@ -239,10 +252,10 @@ def fold(
     if failures:
         exc = InvalidInputError if failures[0].reason == "too-long" else InvalidSequenceError
         raise exc(failures[0].message)
-    folder = build_folder(model, device, chunk_size, num_recycles, cpu_fallback)
+    folder = build_folder(model, options)
     by_id: dict[str, FoldResult] = {}
     bad: list[FoldFailure] = []
-    for out in folder.iter(items, max_tokens):
+    for out in folder.iter(items):
         if isinstance(out, FoldFailure):
             bad.append(out)
         else:
@@ -256,15 +269,26 @@ def iter_fold(
     items: list[FoldInput],
     model: Any,
     *,
+    options: FoldOptions | None = None,
     device: str | None = None,
     chunk_size: int | str | None = "auto",
     max_tokens: int = 1024,
     num_recycles: int | None = None,
     cpu_fallback: bool = True,
 ) -> Iterator[FoldResult | FoldFailure]:
-    """Fold prepared items (see `prepare`) in length-sorted batches; yields results or failures."""
-    folder = build_folder(model, device, chunk_size, num_recycles, cpu_fallback)
-    yield from folder.iter(items, max_tokens)
+    """Fold prepared items (see `prepare`) in length-sorted batches; yields results or failures.
+
+    Folding settings come as `options` or as keyword arguments (see `fold`), not both.
+    """
+    options = fold_options(
+        options,
+        device=device,
+        chunk_size=chunk_size,
+        max_tokens=max_tokens,
+        num_recycles=num_recycles,
+        cpu_fallback=cpu_fallback,
+    )
+    yield from build_folder(model, options).iter(items)
 
 
 def prepare(
@@ -329,38 +353,6 @@ def prepare(
             )
         )
     return items, failures
-
-
-def _is_path(text: str) -> bool:
-    """A FASTA file name (by suffix, even if missing, so the error says 'not found') or a file."""
-    if "\n" in text or len(text) > 4096:
-        return False
-    if Path(text).suffix.lower() in (".fa", ".fasta", ".faa", ".fas", ".fna"):
-        return True
-    try:
-        return Path(text).is_file()
-    except OSError:  # e.g. a long sequence is too long for a file name
-        return False
-
-
-def _raw_records(sequences: Any) -> list[FastaRecord]:
-    """Records without validation (multimer ':' is checked by `parse_chains`)."""
-    if isinstance(sequences, os.PathLike) or (
-        isinstance(sequences, str) and (sequences.lstrip().startswith(">") or _is_path(sequences))
-    ):
-        return read_fasta(sequences, validate_sequences=False)
-    if isinstance(sequences, str):
-        return [FastaRecord("seq0", sequences)]
-    if isinstance(sequences, Mapping):
-        return [FastaRecord(str(k), v) for k, v in sequences.items()]
-    out = [
-        item if isinstance(item, FastaRecord) else FastaRecord(f"seq{i}", item)
-        for i, item in enumerate(sequences)
-    ]
-    dup = {r.id for r in out if [x.id for x in out].count(r.id) > 1}
-    if dup:
-        raise InvalidInputError(f"Duplicate record ids {sorted(dup)}; ids must be unique")
-    return out
 
 
 def _deep_update(base: dict[str, Any], new: Mapping[str, Any]) -> None:

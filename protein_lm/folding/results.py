@@ -1,7 +1,8 @@
-"""What folding produces: `FoldResult`, `FoldFailure`, `FoldInput`, `FoldingError`, constants.
+"""What folding produces: `FoldResult`, `FoldFailure`, `FoldInput`, `FoldingError`, constants,
+and `decode_output`, which turns ESMFold's output into `FoldResult`s.
 
-This module knows nothing about models: `runtime` fills these records from a loaded ESMFold,
-`esmfold` prepares the inputs, `bulk` writes them to disk.
+This module holds no model: `runtime` runs a loaded ESMFold and passes its output to
+`decode_output`, `esmfold` prepares the inputs, `bulk` writes the results to disk.
 
 Scores JSON (`FoldResult.write_scores`, and beside every structure of `FoldResult.write` and of
 bulk runs as `<id>_scores.json`), the AlphaFold DB / ColabFold layout::
@@ -31,6 +32,7 @@ import numpy as np
 
 from protein_lm.errors import ProteinLMError, require
 from protein_lm.folding.structure import CHAIN_IDS, Structure, structure_format
+from protein_lm.limits import FOLD_MAX_RESIDUES
 from protein_lm.sequences import atomic_write_text
 
 __all__ = [
@@ -44,12 +46,15 @@ __all__ = [
     "FoldingError",
     "chain_id",
     "scores_path",
+    "decode_output",
+    "interface_ptm",
 ]
 
 DEFAULT_MODEL = "facebook/esmfold_v1"
-MAX_LENGTH = 1024  # ESM-2 was trained on <= 1024 residues (1026 positions incl. cls/eos)
+MAX_LENGTH = FOLD_MAX_RESIDUES  # default longest record, residues + linkers (protein_lm.limits)
 MAX_PAE = 31.75  # ESMFold's (and AlphaFold's) last PAE bin centre, in Angstrom
 SCORES_SUFFIX = "_scores.json"
+_UNK = 20  # openfold residue type of X (`residue_constants.restype_num`)
 
 
 class FoldingError(ProteinLMError, RuntimeError):
@@ -223,3 +228,74 @@ class FoldInput:
     @property
     def length(self) -> int:
         return len(self.aatype)
+
+
+def decode_output(
+    items: list[FoldInput], output: Any, *, device: str, chunk_size: int | None
+) -> list[FoldResult]:
+    """One `FoldResult` per item from the output of `EsmForProteinFolding` on their batch.
+
+    Linker positions are dropped, pLDDT goes from 0-1 to 0-100 (CA atom), PAE stays in Angstrom,
+    and pTM (and ipTM for multimers) is computed per item on its real residues only. `device`
+    and `chunk_size` are recorded on the results; `seconds` is left for the caller to set.
+    Non-finite values are kept (the caller's guard turns them into failures).
+    """
+    torch = require("torch", "torch")
+    of = require("transformers.models.esm.openfold_utils", "fold")
+    pos14 = output["positions"][-1]  # (B, L, 14, 3)
+    pos37 = of.atom14_to_atom37(pos14, output).float().cpu().numpy()  # (B, L, 37, 3)
+    pos14 = pos14.float().cpu().numpy()
+    mask37 = output["atom37_atom_exists"].cpu().numpy() > 0.5  # (B, L, 37)
+    plddt = output["plddt"][..., 1].float().cpu().numpy() * 100.0  # CA atom, 0-1 -> 0-100
+    pae = output["predicted_aligned_error"].float().cpu().numpy()  # (B, L, L) Angstrom
+    top = output.get("max_predicted_aligned_error")  # the last bin centre: one value for all
+    max_pae = MAX_PAE if top is None else float(top.reshape(-1)[0])
+    results: list[FoldResult] = []
+    for b, it in enumerate(items):
+        idx = np.flatnonzero(it.real)
+        pos, msk = pos37[b, idx], mask37[b, idx].copy()
+        # X (openfold type 20) gets no atoms from openfold; keep its frame origin as the CA.
+        unk = it.aatype[idx] == _UNK
+        pos[unk, 1], msk[unk, 1] = pos14[b, idx[unk], 1], True
+        sel = torch.as_tensor(idx, device=output["ptm_logits"].device)
+        logits = output["ptm_logits"][b].index_select(0, sel).index_select(1, sel).float()
+        ptm = float("nan")  # compute_tm raises IndexError on NaN logits
+        if bool(torch.isfinite(logits).all()):
+            ptm = float(of.compute_tm(logits, max_bin=31, no_bins=logits.shape[-1]))
+        multimer = len(it.chains) > 1
+        results.append(
+            FoldResult(
+                it.id,
+                ":".join(it.chains),
+                pos.astype(np.float32),
+                msk,
+                plddt[b, idx].astype(np.float32),
+                pae[b][np.ix_(idx, idx)].astype(np.float32),
+                ptm,
+                it.chain_index,
+                device=device,
+                chunk_size=chunk_size,
+                iptm=interface_ptm(logits, it.chain_index) if multimer else None,
+                max_pae=max_pae,
+            )
+        )
+    return results
+
+
+def interface_ptm(logits: Any, chain_index: np.ndarray, max_bin: float = 31.0) -> float:
+    """ipTM as in AlphaFold-Multimer: pTM restricted to residue pairs in different chains.
+
+    `logits` is ESMFold's `ptm_logits` of one structure on real residues, shape (L, L, bins);
+    d0 uses all L residues, each aligned residue's TM term is averaged over the residues of the
+    other chains, and the best aligned residue is taken (as `compute_tm` does for pTM).
+    """
+    torch = require("torch", "torch")
+    n, bins = logits.shape[0], logits.shape[-1]
+    step = max_bin / (bins - 2)  # boundaries: linspace(0, max_bin, bins - 1)
+    centers = torch.arange(bins, dtype=torch.float32, device=logits.device) * step + step / 2
+    d0 = 1.24 * (max(n, 19) - 15) ** (1.0 / 3) - 1.8
+    term = (logits.float().softmax(-1) * (1.0 / (1 + centers**2 / d0**2))).sum(-1)  # (L, L)
+    chains = torch.as_tensor(chain_index, device=logits.device)
+    other = (chains[:, None] != chains[None, :]).float()  # (L, L)
+    per_aligned = (term * other).sum(-1) / (other.sum(-1) + 1e-8)  # (L,)
+    return float(per_aligned.max())

@@ -1,6 +1,9 @@
 """Running ESMFold within memory: precision, trunk chunk size, and out-of-memory fallbacks.
 
-Works on an already loaded `EsmForProteinFolding` (loading is `esmfold.load_folding_model`).
+Works on an already loaded `EsmForProteinFolding` (loading is `esmfold.load_folding_model`) with
+the settings of a `FoldOptions`. The memory model behind `chunk_size="auto"` is in
+`protein_lm.folding.memory`; turning the model's output into `FoldResult`s is
+`results.decode_output`.
 
 Policy (`Folder.fold_batch`): fold a length-sorted batch with the chunk size from `auto_chunk_size`
 (or the user's); on `torch.cuda.OutOfMemoryError` split the batch in halves, then retry one record
@@ -30,7 +33,20 @@ from typing import Any
 import numpy as np
 
 from protein_lm.errors import require
-from protein_lm.folding.results import MAX_PAE, FoldFailure, FoldInput, FoldResult
+from protein_lm.folding.memory import (  # re-exported: importers of runtime keep working
+    CHUNK_SIZES,
+    auto_chunk_size,
+    estimate_peak_bytes,
+    free_memory,
+)
+from protein_lm.folding.options import FoldOptions
+from protein_lm.folding.results import (  # interface_ptm is re-exported (it lived here)
+    FoldFailure,
+    FoldInput,
+    FoldResult,
+    decode_output,
+    interface_ptm,
+)
 
 __all__ = [
     "CHUNK_SIZES",
@@ -45,88 +61,20 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHUNK_SIZES = (512, 256, 128, 64, 32, 16, 8, 4)  # candidates, largest first
-_UNK = 20  # openfold residue type of X (`residue_constants.restype_num`)
-
-
-def estimate_peak_bytes(
-    length: int,
-    chunk: int | None,
-    *,
-    batch_size: int = 1,
-    pairwise_dim: int = 128,
-    pairwise_heads: int = 4,
-    bytes_per_value: int = 4,
-) -> int:
-    """Estimated activation peak of the folding trunk in bytes (weights not included).
-
-    About 12 live pair-sized tensors of shape (B, L, L, c_z) (states, recycling, the 4x pair MLP,
-    PAE/distogram logits), plus triangular attention, whose logits, bias and probabilities are 3
-    tensors of shape (B, chunk, H, L, L); chunking only shrinks the latter. Compared with measured
-    peaks in `benchmarks/folding_memory.py`.
-    """
-    rows = length if chunk is None else min(chunk, length)
-    pair = 12 * batch_size * length**2 * pairwise_dim * bytes_per_value
-    return pair + 3 * batch_size * rows * pairwise_heads * length**2 * bytes_per_value
-
-
-def auto_chunk_size(
-    length: int,
-    free_bytes: int,
-    *,
-    batch_size: int = 1,
-    pairwise_dim: int = 128,
-    pairwise_heads: int = 4,
-) -> int | None:
-    """Largest trunk chunk size (None: unchunked) whose `estimate_peak_bytes` fits 80% of memory.
-
-    If nothing fits, the smallest candidate (4); the out-of-memory fallbacks take it from there.
-    """
-    kw = {"batch_size": batch_size, "pairwise_dim": pairwise_dim, "pairwise_heads": pairwise_heads}
-    budget = 0.8 * free_bytes
-    if estimate_peak_bytes(length, None, **kw) <= budget:
-        return None
-    for chunk in CHUNK_SIZES:
-        if chunk < length and estimate_peak_bytes(length, chunk, **kw) <= budget:
-            return chunk
-    return CHUNK_SIZES[-1]
-
-
-def free_memory(device: str) -> int:
-    """Bytes available on `device` (CUDA: free + cached by torch; CPU: available RAM)."""
-    torch = require("torch", "torch")
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(dev)
-        return int(free + torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev))
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:  # pragma: no cover - psutil is nearly always there (jupyter depends on it)
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-
 
 class Folder:
     """Holds a loaded ESMFold and applies the memory policy (chunk size, OOM fallbacks, devices).
 
     `model` is a loaded `EsmForProteinFolding` (see `esmfold.load_folding_model`); it is cast per
-    the precision policy (`place`) and kept on its device unless `device` is given.
+    the precision policy (`place`) and kept on its device unless `options.device` is given.
     """
 
-    def __init__(
-        self,
-        model: Any,
-        device: str | None,
-        chunk_size: Any,
-        num_recycles: int | None,
-        cpu_fallback: bool,
-    ) -> None:
-        if chunk_size not in ("auto", None) and not (
-            isinstance(chunk_size, int) and chunk_size > 0
-        ):
-            raise ValueError(
-                f"`chunk_size` must be a positive int, 'auto' or None, got {chunk_size!r}"
+    def __init__(self, model: Any, options: FoldOptions | None = None) -> None:
+        options = FoldOptions() if options is None else options
+        if not isinstance(options, FoldOptions):
+            raise TypeError(
+                f"Folder takes a FoldOptions, got {options!r}; e.g. "
+                "Folder(model, FoldOptions(device='cpu', chunk_size=64))"
             )
         self.torch = require("torch", "torch")
         if isinstance(model, (str, os.PathLike)):
@@ -134,15 +82,16 @@ class Folder:
                 f"Folder needs a loaded model, got the name {str(model)!r}; load it with "
                 "protein_lm.folding.esmfold.load_folding_model (or use esmfold.build_folder)"
             )
-        model = place(model, device or str(next(model.parameters()).device))
-        self.model, self.chunk_size, self.num_recycles = model, chunk_size, num_recycles
-        self.home = str(next(model.parameters()).device)
-        self.cpu_fallback = cpu_fallback
+        self.model = place(model, options.device or str(next(model.parameters()).device))
+        self.options = options
+        self.home = str(next(self.model.parameters()).device)
 
-    def iter(self, items: list[FoldInput], max_tokens: int) -> Iterator[FoldResult | FoldFailure]:
+    def iter(self, items: list[FoldInput]) -> Iterator[FoldResult | FoldFailure]:
+        """Fold `items` in length-sorted batches of at most `options.max_tokens` residues."""
         from protein_lm.batching import token_budget_batches
 
-        for batch in token_budget_batches([it.length for it in items], max_tokens, extra_tokens=0):
+        lengths = [it.length for it in items]
+        for batch in token_budget_batches(lengths, self.options.max_tokens, extra_tokens=0):
             yield from self.fold_batch([items[i] for i in batch])
 
     def plan(self, length: int, batch_size: int, device: str) -> list[tuple[str, int | None]]:
@@ -151,8 +100,8 @@ class Folder:
         heads = cfg.pairwise_state_dim // cfg.pairwise_head_width
 
         def choose(dev: str) -> int | None:
-            if self.chunk_size != "auto":
-                return self.chunk_size
+            if self.options.chunk_size != "auto":
+                return self.options.chunk_size
             return auto_chunk_size(
                 length,
                 free_memory(dev),
@@ -165,11 +114,12 @@ class Folder:
         attempts = [(device, first)] + [
             (device, c) for c in CHUNK_SIZES if c < min(first or length, length)
         ]
-        if self.cpu_fallback and device != "cpu":
+        if self.options.cpu_fallback and device != "cpu":
             attempts.append(("cpu", choose("cpu")))
         return attempts
 
     def fold_batch(self, items: list[FoldInput]) -> list[FoldResult | FoldFailure]:
+        """Fold one batch per the policy (module docstring); one result or failure per item."""
         length = max(it.length for it in items)
         last = ""
         for k, (device, chunk) in enumerate(self.plan(length, len(items), self.home)):
@@ -204,13 +154,14 @@ class Folder:
                 if len(items) > 1:  # smaller batches before smaller chunks
                     half = len(items) // 2
                     return self.fold_batch(items[:half]) + self.fold_batch(items[half:])
+        where = " and on CPU" if self.options.cpu_fallback else ""
         return [
             FoldFailure(
                 it.id,
                 ":".join(it.chains),
                 "out-of-memory",
-                f"out of memory with every chunk size{' and on CPU' if self.cpu_fallback else ''} "
-                f"({last}); fold it on a larger GPU or split the sequence",
+                f"out of memory with every chunk size{where} ({last}); fold it on a larger GPU "
+                "or split the sequence",
             )
             for it in items
         ]
@@ -218,6 +169,7 @@ class Folder:
     def run(
         self, items: list[FoldInput], device: str, chunk: int | None
     ) -> list[FoldResult | FoldFailure]:
+        """One attempt, no fallbacks: `items` as one batch on `device` with trunk chunk `chunk`."""
         torch = self.torch
         if str(next(self.model.parameters()).device) != str(torch.device(device)):
             self.model = place(self.model, device)
@@ -241,9 +193,10 @@ class Folder:
                     aatype.to(device),
                     attention_mask=mask.to(device),
                     position_ids=residx.to(device),
-                    num_recycles=self.num_recycles,
+                    num_recycles=self.options.num_recycles,
                 )
-                results = self._results(items, out, device, chunk)
+                decoded = decode_output(items, out, device=device, chunk_size=chunk)
+                results = [self._check_finite(r) for r in decoded]
         finally:
             for hook in hooks:
                 hook.remove()
@@ -252,48 +205,6 @@ class Folder:
             dataclasses.replace(r, seconds=seconds) if isinstance(r, FoldResult) else r
             for r in results
         ]
-
-    def _results(
-        self, items: list[FoldInput], out: Any, device: str, chunk: int | None
-    ) -> list[FoldResult | FoldFailure]:
-        of = require("transformers.models.esm.openfold_utils", "fold")
-        pos14 = out["positions"][-1]  # (B, L, 14, 3)
-        pos37 = of.atom14_to_atom37(pos14, out).float().cpu().numpy()  # (B, L, 37, 3)
-        pos14 = pos14.float().cpu().numpy()
-        mask37 = out["atom37_atom_exists"].cpu().numpy() > 0.5  # (B, L, 37)
-        plddt = out["plddt"][..., 1].float().cpu().numpy() * 100.0  # CA atom, 0-1 -> 0-100
-        pae = out["predicted_aligned_error"].float().cpu().numpy()  # (B, L, L) Angstrom
-        top = out.get("max_predicted_aligned_error")  # the last bin centre: one value for all
-        max_pae = MAX_PAE if top is None else float(top.reshape(-1)[0])
-        results: list[FoldResult | FoldFailure] = []
-        for b, it in enumerate(items):
-            idx = np.flatnonzero(it.real)
-            pos, msk = pos37[b, idx], mask37[b, idx].copy()
-            # X (openfold type 20) gets no atoms from openfold; keep its frame origin as the CA.
-            unk = it.aatype[idx] == _UNK
-            pos[unk, 1], msk[unk, 1] = pos14[b, idx[unk], 1], True
-            sel = self.torch.as_tensor(idx, device=out["ptm_logits"].device)
-            logits = out["ptm_logits"][b].index_select(0, sel).index_select(1, sel).float()
-            ptm = float("nan")  # compute_tm raises IndexError on NaN logits
-            if bool(self.torch.isfinite(logits).all()):
-                ptm = float(of.compute_tm(logits, max_bin=31, no_bins=logits.shape[-1]))
-            multimer = len(it.chains) > 1
-            result = FoldResult(
-                it.id,
-                ":".join(it.chains),
-                pos.astype(np.float32),
-                msk,
-                plddt[b, idx].astype(np.float32),
-                pae[b][np.ix_(idx, idx)].astype(np.float32),
-                ptm,
-                it.chain_index,
-                device=device,
-                chunk_size=chunk,
-                iptm=interface_ptm(logits, it.chain_index) if multimer else None,
-                max_pae=max_pae,
-            )
-            results.append(self._check_finite(result))
-        return results
 
     def _check_finite(self, result: FoldResult) -> FoldResult | FoldFailure:
         """`result`, or a "non-finite" `FoldFailure` if any output holds NaN or infinity."""
@@ -365,25 +276,6 @@ def non_finite_fields(result: FoldResult) -> list[str]:
     values = {"positions": result.positions, "plddt": result.plddt, "pae": result.pae,
               "ptm": result.ptm, "iptm": 0.0 if result.iptm is None else result.iptm}  # fmt: skip
     return [name for name, v in values.items() if not np.isfinite(v).all()]
-
-
-def interface_ptm(logits: Any, chain_index: np.ndarray, max_bin: float = 31.0) -> float:
-    """ipTM as in AlphaFold-Multimer: pTM restricted to residue pairs in different chains.
-
-    `logits` is ESMFold's `ptm_logits` of one structure on real residues, shape (L, L, bins);
-    d0 uses all L residues, each aligned residue's TM term is averaged over the residues of the
-    other chains, and the best aligned residue is taken (as `compute_tm` does for pTM).
-    """
-    torch = require("torch", "torch")
-    n, bins = logits.shape[0], logits.shape[-1]
-    step = max_bin / (bins - 2)  # boundaries: linspace(0, max_bin, bins - 1)
-    centers = torch.arange(bins, dtype=torch.float32, device=logits.device) * step + step / 2
-    d0 = 1.24 * (max(n, 19) - 15) ** (1.0 / 3) - 1.8
-    term = (logits.float().softmax(-1) * (1.0 / (1 + centers**2 / d0**2))).sum(-1)  # (L, L)
-    chains = torch.as_tensor(chain_index, device=logits.device)
-    other = (chains[:, None] != chains[None, :]).float()  # (L, L)
-    per_aligned = (term * other).sum(-1) / (other.sum(-1) + 1e-8)  # (L,)
-    return float(per_aligned.max())
 
 
 def place(model: Any, device: str) -> Any:

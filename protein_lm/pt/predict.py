@@ -22,6 +22,7 @@ from protein_lm.finetuning.predictions import (
     model_task,
     plan_windows,
 )
+from protein_lm.limits import TRAINING_TOKENS
 from protein_lm.sequences import FastaRecord, as_records
 
 __all__ = ["Predictions", "predict", "model_task"]
@@ -35,7 +36,7 @@ def predict(
     *,
     batch_tokens: int = 8000,
     device: str | None = None,
-    max_length: int = 1024,
+    max_length: int = TRAINING_TOKENS,
     progress: bool = False,
 ) -> Predictions:
     """Predict with the fine-tuned model in `model_dir`.

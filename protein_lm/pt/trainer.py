@@ -19,13 +19,29 @@ length. `TokenBudgetTrainer` passes `TokenBudgetBatchSampler` as the loader's `b
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from protein_lm.batching import IGNORE_INDEX, Collator, TokenBudgetBatchSampler
+from protein_lm.errors import require
 from protein_lm.finetuning.reporting import LogEntry
+from protein_lm.pt.lora import is_peft_model
+
+require("torch", "torch")  # a missing extra raises MissingExtraError naming it, not ImportError
+require("transformers", "torch")
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+from transformers import (  # noqa: E402
+    EvalPrediction,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
 
 __all__ = [
     "is_peft_model",
@@ -36,11 +52,6 @@ __all__ = [
     "LogRecorder",
     "TimeBudget",
 ]
-
-
-def is_peft_model(model: Any) -> bool:
-    """True for a peft (LoRA) wrapper."""
-    return hasattr(model, "peft_config") and hasattr(model, "merge_and_unload")
 
 
 # ------------------------------------------------------------------------------ loss, metrics
@@ -61,8 +72,11 @@ def class_weights(spec: str | tuple[float, ...] | None, labels: Sequence[Any],
 
 # -------------------------------------------------------------------------------- metrics
 def metric_functions(
-    task: str, scale: tuple[float, float] = (0.0, 1.0), extra_metrics: Any = None
-) -> tuple[Any, Any]:
+    task: str,
+    scale: tuple[float, float] = (0.0, 1.0),
+    extra_metrics: Callable[[np.ndarray, np.ndarray], Mapping[str, float]] | None = None,
+) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+           Callable[[EvalPrediction], dict[str, float]]]:
     """`(preprocess_logits_for_metrics, compute_metrics)` for a transformers `Trainer`.
 
     `compute` returns the offline metrics (scikit-learn) plus, when given,
@@ -72,11 +86,11 @@ def metric_functions(
     """
     from protein_lm.metrics import classification_metrics, regression_metrics, token_metrics
 
-    def preprocess(logits: Any, labels: Any) -> Any:
+    def preprocess(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         # Keep argmax ids (not (N, T, C) logits) across evaluation batches to save memory.
         return logits.squeeze(-1) if task == "regression" else logits.argmax(-1)
 
-    def compute(pred: Any) -> dict[str, float]:
+    def compute(pred: EvalPrediction) -> dict[str, float]:
         preds, labels = np.asarray(pred.predictions), np.asarray(pred.label_ids)
         if task == "token-classification":
             m = token_metrics(labels, preds)
@@ -89,7 +103,7 @@ def metric_functions(
     if extra_metrics is None:
         return preprocess, compute
 
-    def compute_with_extra(pred: Any) -> dict[str, float]:
+    def compute_with_extra(pred: EvalPrediction) -> dict[str, float]:
         preds, labels = np.asarray(pred.predictions), np.asarray(pred.label_ids)
         if task == "token-classification":
             keep = labels != IGNORE_INDEX
@@ -103,98 +117,82 @@ def metric_functions(
 
 
 
-def _trainer_class() -> type:
-    from transformers import Trainer
-
-    class _TokenBudgetTrainer(Trainer):
-        """`Trainer` with token-budget batches, optional class weights and local evaluation."""
-
-        def __init__(
-            self,
-            *args: Any,
-            batch_tokens: int,
-            eval_batch_tokens: int,
-            max_length: int,
-            class_weights: Sequence[float] | None = None,
-            **kwargs: Any,
-        ) -> None:
-            super().__init__(*args, **kwargs)
-            self.batch_tokens, self.eval_batch_tokens = batch_tokens, eval_batch_tokens
-            self.max_length = max_length
-            self.class_weights = None if class_weights is None else list(class_weights)
-            # Evaluation is local to each process (see module docstring): no cross-process gather.
-            self.gather_function = lambda tensors: tensors
-
-        def get_train_dataloader(self) -> Any:
-            from torch.utils.data import DataLoader
-
-            ds = self.train_dataset
-            sampler = TokenBudgetBatchSampler(
-                ds.lengths, self.batch_tokens, shuffle=True, seed=self.args.seed,
-                num_replicas=max(1, self.args.world_size), rank=self.args.process_index,
-            )
-            loader = self.accelerator.prepare(
-                DataLoader(ds, batch_sampler=sampler, collate_fn=self.data_collator, num_workers=0)
-            )
-            wrapper = getattr(loader, "batch_sampler", None)
-            if getattr(wrapper, "batch_sampler", None) is sampler:
-                wrapper.num_processes, wrapper.process_index = 1, 0  # already sharded by rank
-            return loader
-
-        def _eval_loader(self, ds: Any) -> Any:
-            from torch.utils.data import DataLoader
-
-            sampler = TokenBudgetBatchSampler(ds.lengths, self.eval_batch_tokens, shuffle=False)
-            return DataLoader(ds, batch_sampler=sampler, collate_fn=self.data_collator)
-
-        def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
-            ds = eval_dataset if eval_dataset is not None else self.eval_dataset
-            if isinstance(ds, str):
-                ds = self.eval_dataset[ds]
-            return self._eval_loader(ds)
-
-        def get_test_dataloader(self, test_dataset: Any) -> Any:
-            return self._eval_loader(test_dataset)
-
-        def _load_best_model(self) -> None:
-            # transformers 5.24 reloads the best checkpoint with `load_state_dict(strict=False)`,
-            # but `save_pretrained` writes ESM LayerNorms as `gamma`/`beta`: those keys are
-            # silently skipped and the LayerNorms keep their last-step values. `from_pretrained`
-            # applies the key conversion, so load through it and copy the weights strictly.
-            if is_peft_model(self.model) or not self.state.best_model_checkpoint:
-                return super()._load_best_model()
-            best = type(self.model).from_pretrained(self.state.best_model_checkpoint)
-            self.model.load_state_dict(best.state_dict(), strict=True)
-
-        def compute_loss(
-            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-            num_items_in_batch: Any = None,
-        ) -> Any:
-            if self.class_weights is None:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            import torch
-
-            labels = inputs.pop("labels")
-            outputs = model(**inputs)
-            logits = outputs.logits  # (B, C) or (B, T, C)
-            weight = torch.tensor(self.class_weights, dtype=torch.float32, device=logits.device)
-            # Weighted mean over labelled positions; float32 so fp16/bf16 logits do not overflow.
-            loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                weight=weight, ignore_index=IGNORE_INDEX,
-            )
-            return (loss, outputs) if return_outputs else loss
-
-    return _TokenBudgetTrainer
-
-
-def TokenBudgetTrainer(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - class factory
-    """Build the `Trainer` subclass (transformers imported lazily) and instantiate it.
+class TokenBudgetTrainer(Trainer):
+    """`Trainer` with token-budget batches, optional class weights and local evaluation.
 
     Extra keyword arguments: `batch_tokens`, `eval_batch_tokens`, `max_length` and optional
     `class_weights` (one float per class, weighted cross-entropy).
     """
-    return _trainer_class()(*args, **kwargs)
+
+    def __init__(
+        self,
+        *args: Any,
+        batch_tokens: int,
+        eval_batch_tokens: int,
+        max_length: int,
+        class_weights: Sequence[float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch_tokens, self.eval_batch_tokens = batch_tokens, eval_batch_tokens
+        self.max_length = max_length
+        self.class_weights = None if class_weights is None else list(class_weights)
+        # Evaluation is local to each process (see module docstring): no cross-process gather.
+        self.gather_function = lambda tensors: tensors
+
+    def get_train_dataloader(self) -> DataLoader:
+        ds = self.train_dataset
+        sampler = TokenBudgetBatchSampler(
+            ds.lengths, self.batch_tokens, shuffle=True, seed=self.args.seed,
+            num_replicas=max(1, self.args.world_size), rank=self.args.process_index,
+        )
+        loader = self.accelerator.prepare(
+            DataLoader(ds, batch_sampler=sampler, collate_fn=self.data_collator, num_workers=0)
+        )
+        wrapper = getattr(loader, "batch_sampler", None)
+        if getattr(wrapper, "batch_sampler", None) is sampler:
+            wrapper.num_processes, wrapper.process_index = 1, 0  # already sharded by rank
+        return loader
+
+    def _eval_loader(self, ds: Any) -> DataLoader:
+        sampler = TokenBudgetBatchSampler(ds.lengths, self.eval_batch_tokens, shuffle=False)
+        return DataLoader(ds, batch_sampler=sampler, collate_fn=self.data_collator)
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> DataLoader:
+        ds = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if isinstance(ds, str):
+            ds = self.eval_dataset[ds]
+        return self._eval_loader(ds)
+
+    def get_test_dataloader(self, test_dataset: Any) -> DataLoader:
+        return self._eval_loader(test_dataset)
+
+    def _load_best_model(self) -> None:
+        # transformers 5.24 reloads the best checkpoint with `load_state_dict(strict=False)`,
+        # but `save_pretrained` writes ESM LayerNorms as `gamma`/`beta`: those keys are
+        # silently skipped and the LayerNorms keep their last-step values. `from_pretrained`
+        # applies the key conversion, so load through it and copy the weights strictly.
+        if is_peft_model(self.model) or not self.state.best_model_checkpoint:
+            return super()._load_best_model()
+        best = type(self.model).from_pretrained(self.state.best_model_checkpoint)
+        self.model.load_state_dict(best.state_dict(), strict=True)
+
+    def compute_loss(
+        self, model: torch.nn.Module, inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False, num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        if self.class_weights is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs.logits  # (B, C) or (B, T, C)
+        weight = torch.tensor(self.class_weights, dtype=torch.float32, device=logits.device)
+        # Weighted mean over labelled positions; float32 so fp16/bf16 logits do not overflow.
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+            weight=weight, ignore_index=IGNORE_INDEX,
+        )
+        return (loss, outputs) if return_outputs else loss
 
 
 def make_collator(task: str, max_length: int) -> Collator:
@@ -202,69 +200,57 @@ def make_collator(task: str, max_length: int) -> Collator:
     return Collator(task, max_length=max_length, return_tensors="pt")  # type: ignore[arg-type]
 
 
-def _callback_base() -> type:
-    from transformers import TrainerCallback
-
-    return TrainerCallback
-
-
-def LogRecorder() -> Any:  # noqa: N802 - class factory
+class LogRecorder(TrainerCallback):
     """A `TrainerCallback` collecting every logged value as `reporting.LogEntry` in `.entries`."""
 
-    class _LogRecorder(_callback_base()):
-        def __init__(self) -> None:
-            self.entries: list[LogEntry] = []
+    def __init__(self) -> None:
+        self.entries: list[LogEntry] = []
 
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
-                   **kwargs: Any) -> None:
-            for key, value in (logs or {}).items():
-                if key == "epoch" or not isinstance(value, (int, float)) or key.endswith(
-                    ("_runtime", "_per_second", "_steps_per_second")
-                ):
-                    continue
-                if key.startswith("train_"):  # end-of-training summary (train_loss, ...)
-                    continue
-                split, name = ("train", key)
-                for prefix, which in (("eval_", "validation"), ("test_", "test")):
-                    if key.startswith(prefix):
-                        split, name = which, key[len(prefix):]
-                epoch = float(state.epoch or 0.0)
-                self.entries.append(LogEntry(state.global_step, epoch, split, name, float(value)))
-
-    return _LogRecorder()
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        for key, value in (logs or {}).items():
+            if key == "epoch" or not isinstance(value, (int, float)) or key.endswith(
+                ("_runtime", "_per_second", "_steps_per_second")
+            ):
+                continue
+            if key.startswith("train_"):  # end-of-training summary (train_loss, ...)
+                continue
+            split, name = ("train", key)
+            for prefix, which in (("eval_", "validation"), ("test_", "test")):
+                if key.startswith(prefix):
+                    split, name = which, key[len(prefix):]
+            epoch = float(state.epoch or 0.0)
+            self.entries.append(LogEntry(state.global_step, epoch, split, name, float(value)))
 
 
-def TimeBudget(seconds: float | None) -> Any:  # noqa: N802 - class factory
+class TimeBudget(TrainerCallback):
     """A `TrainerCallback` that stops training after `seconds` of wall time (None: no limit).
 
     The last step (time budget or `max_steps`) is always evaluated and saved, so the choice of the
     best checkpoint sees it. In DDP, rank 0 decides and broadcasts, so all processes stop together.
     """
 
-    class _TimeBudget(_callback_base()):
-        def __init__(self) -> None:
-            self.start = 0.0
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.start = 0.0
 
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.start = time.monotonic()
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState,
+                       control: TrainerControl, **kwargs: Any) -> None:
+        self.start = time.monotonic()
 
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if state.global_step >= state.max_steps:
-                control.should_evaluate = control.should_save = True
-            if seconds is None:
-                return
-            stop = time.monotonic() - self.start > seconds
-            if args.world_size > 1:
-                import torch
-                import torch.distributed as dist
-
-                device = args.device if dist.get_backend() == "nccl" else "cpu"
-                flag = torch.tensor([float(stop)], device=device)
-                dist.broadcast(flag, src=0)
-                stop = bool(flag.item())
-            if stop and not control.should_training_stop:
-                control.should_training_stop = True
-                control.should_evaluate = True
-                control.should_save = True
-
-    return _TimeBudget()
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        if state.global_step >= state.max_steps:
+            control.should_evaluate = control.should_save = True
+        if self.seconds is None:
+            return
+        stop = time.monotonic() - self.start > self.seconds
+        if args.world_size > 1:
+            device = args.device if dist.get_backend() == "nccl" else "cpu"
+            flag = torch.tensor([float(stop)], device=device)
+            dist.broadcast(flag, src=0)
+            stop = bool(flag.item())
+        if stop and not control.should_training_stop:
+            control.should_training_stop = True
+            control.should_evaluate = True
+            control.should_save = True

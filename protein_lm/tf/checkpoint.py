@@ -14,35 +14,35 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from protein_lm.errors import InvalidInputError, ModelNotFoundError, require
-from protein_lm.tf.model import TF_TASKS, build_tf_model
+from protein_lm.files import staged_files
+from protein_lm.models import TASK_ARCHITECTURES
+
+if TYPE_CHECKING:  # protein_lm.tf.model imports keras: loaded in `load_tf_model`, on first use
+    import keras
+    from transformers import EsmConfig
+
+    from protein_lm.tf.model import EsmTaskModel
 
 __all__ = ["load_tf_model", "save_tf_model", "tf_state_dict"]
 
 log = logging.getLogger(__name__)
 
-_ARCH = {
-    "sequence-classification": "EsmForSequenceClassification",
-    "regression": "EsmForSequenceClassification",
-    "token-classification": "EsmForTokenClassification",
-}
-
 
 # ------------------------------------------------------------------ weight names (transformers)
-def _weight_map(model: Any) -> dict[str, tuple[Any, bool]]:
+def _weight_map(model: EsmTaskModel) -> dict[str, tuple[keras.Variable, bool]]:
     """transformers state-dict name -> (Keras variable, transpose?); torch Linear is (out, in)."""
-    out: dict[str, tuple[Any, bool]] = {}
+    out: dict[str, tuple[keras.Variable, bool]] = {}
 
-    def dense(name: str, layer: Any) -> None:
+    def dense(name: str, layer: keras.layers.Dense) -> None:
         out[f"{name}.weight"], out[f"{name}.bias"] = (layer.kernel, True), (layer.bias, False)
 
-    def norm(name: str, layer: Any) -> None:
+    def norm(name: str, layer: keras.layers.LayerNormalization) -> None:
         out[f"{name}.weight"], out[f"{name}.bias"] = (layer.gamma, False), (layer.beta, False)
 
     enc = model.esm
@@ -86,25 +86,25 @@ def _normalise_keys(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def tf_state_dict(model: Any) -> dict[str, np.ndarray]:
+def tf_state_dict(model: EsmTaskModel) -> dict[str, np.ndarray]:
     """The model's weights as a float32 numpy dict with transformers' names (torch layout)."""
     state = {
         k: np.ascontiguousarray(v.numpy().T if t else v.numpy()).astype(np.float32)
         for k, (v, t) in _weight_map(model).items()
     }
     state[_INV_FREQ] = model.esm.inv_freq.numpy().astype(np.float32)
-    state.update(getattr(model, "passthrough", {}))
+    state.update(model.passthrough)
     return state
 
 
-def _default_inv_freq(cfg: Any) -> np.ndarray:
+def _default_inv_freq(cfg: EsmConfig) -> np.ndarray:
     dim = cfg.hidden_size // cfg.num_attention_heads
     rope = getattr(cfg, "rope_parameters", None) or {}
     base = float(rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))
     return (1.0 / base ** (np.arange(0, dim, 2, dtype=np.float32) / dim)).astype(np.float32)
 
 
-def _random_state(model: Any, seed: int) -> dict[str, np.ndarray]:
+def _random_state(model: EsmTaskModel, seed: int) -> dict[str, np.ndarray]:
     """transformers' initialisation: N(0, initializer_range) weights, zero biases, unit norms."""
     rng = np.random.default_rng(seed)
     std = float(getattr(model.hf_config, "initializer_range", 0.02))
@@ -128,7 +128,9 @@ def _random_state(model: Any, seed: int) -> dict[str, np.ndarray]:
     return state
 
 
-def _assign(model: Any, state: dict[str, np.ndarray], source: str, seed: int) -> list[str]:
+def _assign(
+    model: EsmTaskModel, state: dict[str, np.ndarray], source: str, seed: int
+) -> list[str]:
     """Copy `state` into the model; head weights missing from `state` start fresh (seeded)."""
     state = _normalise_keys(state)
     fresh = _random_state(model, seed)
@@ -190,11 +192,11 @@ def _checkpoint_files(name_or_path: str) -> tuple[dict[str, Any], list[Path]]:
 
 
 def _hf_config(
-    config: dict[str, Any] | Any,
+    config: dict[str, Any] | EsmConfig,
     task: str,
     num_labels: int | None,
     id2label: dict[int, str] | None,
-) -> tuple[Any, bool]:
+) -> tuple[EsmConfig, bool]:
     """An `EsmConfig` for `task`; second value: True when the labels changed (new head)."""
     transformers = require("transformers", "tf")
     from protein_lm.models import label_config_kwargs
@@ -216,7 +218,7 @@ def _hf_config(
         setattr(cfg, key, value)
     if task == "token-classification":
         cfg.problem_type = None
-    cfg.architectures = [_ARCH[task]]
+    cfg.architectures = [TASK_ARCHITECTURES[task]]
     return cfg, (cfg.num_labels, dict(cfg.id2label)) != old
 
 
@@ -229,7 +231,7 @@ def load_tf_model(
     dtype: str = "float32",
     seed: int = 0,
     config_overrides: dict[str, Any] | None = None,
-) -> Any:
+) -> EsmTaskModel:
     """Load an ESM-2 checkpoint (hub id, local transformers directory or `tiny`) into Keras.
 
     Parameters
@@ -249,11 +251,13 @@ def load_tf_model(
 
     Returns
     -------
-    keras.Model
-        Called as `model({"input_ids": (B, T) int, "attention_mask": (B, T) int})`. Attributes:
-        `hf_config` (the `EsmConfig` saved with it), `task`, `new_head` (names of head weights
-        initialised fresh rather than read from the checkpoint).
+    EsmTaskModel
+        A `keras.Model`, called as `model({"input_ids": (B, T) int, "attention_mask": (B, T)
+        int})`. Attributes: `hf_config` (the `EsmConfig` saved with it), `task`, `new_head`
+        (names of head weights initialised fresh rather than read from the checkpoint).
     """
+    from protein_lm.tf.model import TF_TASKS, build_tf_model  # keras: missing extra named here
+
     if task not in TF_TASKS:
         raise ValueError(f"`task` must be one of {TF_TASKS}, got {task!r}")
     if name_or_path == "tiny":
@@ -289,16 +293,12 @@ def save_tf_model(model: Any, directory: str | os.PathLike[str]) -> Path:
     safetensors_numpy = require("safetensors.numpy", "tf")
     from protein_lm.tokenization import hf_tokenizer
 
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-save-") as tmp:
+    with staged_files(directory) as tmp:
         cfg = model.hf_config
-        cfg.architectures = [_ARCH[model.task]]
+        cfg.architectures = [TASK_ARCHITECTURES[model.task]]
         cfg.save_pretrained(tmp)
         safetensors_numpy.save_file(
-            tf_state_dict(model), str(Path(tmp) / "model.safetensors"), metadata={"format": "pt"}
+            tf_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"}
         )
         hf_tokenizer().save_pretrained(tmp)
-        for file in Path(tmp).iterdir():
-            os.replace(file, out / file.name)
-    return out
+    return Path(directory)

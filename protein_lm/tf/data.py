@@ -8,8 +8,8 @@ validated once for both frameworks (`finetuning.splits`) and scored with `protei
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,15 +17,20 @@ from protein_lm.batching import IGNORE_INDEX, Collator, token_budget_batches
 from protein_lm.finetuning.splits import Split
 from protein_lm.tokenization import MAX_TOKENS
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # tensorflow loads inside `train_dataset`: this module imports without it
+    import tensorflow as tf
+
     from protein_lm.finetuning.config import FinetuneOptions
 
 __all__ = ["batch_logits", "round_len", "train_dataset", "evaluate_split"]
 
+# `forward`: a Keras model's inference function, e.g. `protein_lm.tf.model.inference_function`.
+_Forward = Callable[[dict[str, np.ndarray]], "tf.Tensor"]
+
 
 # ----------------------------------------------------------------------------------- data
 def batch_logits(
-    forward: Any, sequences: Sequence[str], batch_tokens: int, max_length: int = MAX_TOKENS
+    forward: _Forward, sequences: Sequence[str], batch_tokens: int, max_length: int = MAX_TOKENS
 ) -> list[np.ndarray]:
     """Logits per sequence in input order: (C,) for sequence heads, (T_i, C) for token heads.
 
@@ -48,10 +53,13 @@ def batch_logits(
 
 
 def round_len(n_tokens: int, multiple: int) -> int:
+    """`n_tokens` rounded up to a multiple of `multiple`."""
     return -(-n_tokens // multiple) * multiple
 
 
-def train_dataset(split: Split, task: str, config: "FinetuneOptions", multiple: int) -> Any:
+def train_dataset(
+    split: Split, task: str, config: FinetuneOptions, multiple: int
+) -> tf.data.Dataset:
     """Endless `tf.data` stream of dynamically padded token-budget batches, reshuffled."""
     import tensorflow as tf
 
@@ -61,7 +69,7 @@ def train_dataset(split: Split, task: str, config: "FinetuneOptions", multiple: 
         round_len(min(len(s) + 2, config.max_length), multiple) - 2 for s in split.sequences
     ]
 
-    def batches() -> Any:
+    def batches() -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
         epoch = 0
         while True:
             for idx in token_budget_batches(
@@ -91,7 +99,7 @@ def train_dataset(split: Split, task: str, config: "FinetuneOptions", multiple: 
 
 # --------------------------------------------------------------------------- evaluation
 def evaluate_split(
-    forward: Any,
+    forward: _Forward,
     split: Split,
     task: str,
     batch_tokens: int,

@@ -19,21 +19,25 @@ Weights come from, and go back to, transformers checkpoints: see `protein_lm.tf.
 
 from __future__ import annotations
 
-import functools
 import os
-from typing import Any
+from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from protein_lm.errors import InvalidInputError, require
 
-__all__ = ["TF_TASKS", "build_tf_model", "keras_tf"]
+if TYPE_CHECKING:
+    from transformers import EsmConfig
+
+__all__ = ["TF_TASKS", "EsmTaskModel", "build_tf_model", "inference_function", "keras_tf"]
 
 TF_TASKS = ("sequence-classification", "token-classification", "regression")
 _MASK_RATIO_TRAIN = 0.15 * 0.8  # hard-coded in ESM-2 training, and so in transformers
 
 
-def keras_tf() -> Any:
+def keras_tf() -> ModuleType:
     """Import keras on the TensorFlow backend, quietly (log level set here, not at import)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -47,159 +51,185 @@ def keras_tf() -> Any:
     return keras
 
 
-@functools.cache
-def _classes() -> Any:
-    """Define the Keras layers once, on first use (keras is imported lazily)."""
-    keras = keras_tf()
-    ops = keras.ops
-    L = keras.layers  # noqa: N806 - short alias, as in Keras examples
+# The backend must be chosen before keras is first imported, and a missing extra must name it
+# (`MissingExtraError`): so the checked import runs first and the plain imports follow.
+keras_tf()
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from keras import layers, ops  # noqa: E402
 
-    def rotate_half(x: Any) -> Any:
-        half = ops.shape(x)[-1] // 2
-        return ops.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-
-    def gelu(x: Any) -> Any:  # exact erf GELU, as ESM (tanh approximation differs ~1e-3)
-        return x * 0.5 * (1.0 + ops.erf(x * 0.7071067811865476))
-
-    class EsmSelfAttention(L.Layer):
-        """Pre-LN multi-head self-attention with rotary q/k and a residual connection."""
-
-        def __init__(self, cfg: Any, **kw: Any) -> None:
-            super().__init__(**kw)
-            self._convert_input_args = False  # keep rotary cos/sin float32 under mixed precision
-            d, pol = cfg.hidden_size, kw.get("dtype")
-            self.heads = cfg.num_attention_heads
-            self.head_dim = d // self.heads
-            self.layer_norm = L.LayerNormalization(epsilon=cfg.layer_norm_eps, dtype=pol)
-            self.query, self.key, self.value = (L.Dense(d, dtype=pol) for _ in range(3))
-            self.dense = L.Dense(d, dtype=pol)
-            self.attn_dropout = L.Dropout(cfg.attention_probs_dropout_prob, dtype=pol)
-            self.out_dropout = L.Dropout(cfg.hidden_dropout_prob, dtype=pol)
-
-        def call(self, x: Any, key_mask: Any, cos: Any, sin: Any, training: bool = False) -> Any:
-            b, t = ops.shape(x)[0], ops.shape(x)[1]
-            h = self.layer_norm(x)
-
-            def heads(y: Any) -> Any:  # (B, T, D) -> (B, H, T, Dh)
-                return ops.transpose(
-                    ops.reshape(y, (b, t, self.heads, self.head_dim)), (0, 2, 1, 3)
-                )
-
-            q = heads(self.query(h)) * (self.head_dim**-0.5)  # ESM scales q before rotary
-            k, v = heads(self.key(h)), heads(self.value(h))
-            q32, k32 = ops.cast(q, "float32"), ops.cast(k, "float32")  # rotary in float32
-            q = ops.cast(q32 * cos + rotate_half(q32) * sin, v.dtype)
-            k = ops.cast(k32 * cos + rotate_half(k32) * sin, v.dtype)
-            scores = ops.cast(
-                ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), "float32"
-            )  # (B,H,T,T)
-            scores = ops.where(
-                key_mask[:, None, None, :], scores, -1e9
-            )  # padded keys get 0 weight
-            probs = self.attn_dropout(ops.softmax(scores, axis=-1), training=training)
-            out = ops.matmul(ops.cast(probs, v.dtype), v)  # (B, H, T, Dh)
-            out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (b, t, self.heads * self.head_dim))
-            return x + self.out_dropout(self.dense(out), training=training)
-
-    class EsmLayer(L.Layer):
-        """One transformer block: attention, then pre-LN feed-forward with exact GELU."""
-
-        def __init__(self, cfg: Any, **kw: Any) -> None:
-            super().__init__(**kw)
-            self._convert_input_args = False  # keep rotary cos/sin float32 under mixed precision
-            pol = kw.get("dtype")
-            self.attention = EsmSelfAttention(cfg, dtype=pol)
-            self.layer_norm = L.LayerNormalization(epsilon=cfg.layer_norm_eps, dtype=pol)
-            self.intermediate = L.Dense(cfg.intermediate_size, dtype=pol)
-            self.output_dense = L.Dense(cfg.hidden_size, dtype=pol)
-            self.dropout = L.Dropout(cfg.hidden_dropout_prob, dtype=pol)
-
-        def call(self, x: Any, key_mask: Any, cos: Any, sin: Any, training: bool = False) -> Any:
-            a = self.attention(x, key_mask, cos, sin, training=training)
-            h = self.output_dense(gelu(self.intermediate(self.layer_norm(a))))
-            return a + self.dropout(h, training=training)
-
-    class EsmEncoder(L.Layer):
-        """Embeddings (with token-dropout rescaling), the blocks, and `emb_layer_norm_after`."""
-
-        def __init__(self, cfg: Any, **kw: Any) -> None:
-            super().__init__(**kw)
-            pol = kw.get("dtype")
-            self.cfg = cfg
-            self.word_embeddings = L.Embedding(cfg.vocab_size, cfg.hidden_size, dtype=pol)
-            self.layer_norm_before = (
-                L.LayerNormalization(epsilon=cfg.layer_norm_eps, dtype=pol)
-                if cfg.emb_layer_norm_before
-                else None
-            )
-            self.blocks = [EsmLayer(cfg, dtype=pol) for _ in range(cfg.num_hidden_layers)]
-            self.final_layer_norm = L.LayerNormalization(epsilon=cfg.layer_norm_eps, dtype=pol)
-            head_dim = cfg.hidden_size // cfg.num_attention_heads
-            self.inv_freq = self.add_weight(
-                shape=(head_dim // 2,),
-                initializer="zeros",
-                trainable=False,
-                dtype="float32",
-                name="inv_freq",
-                autocast=False,  # rotary angles stay float32 under mixed precision
-            )
-
-        def call(self, input_ids: Any, attention_mask: Any, training: bool = False) -> Any:
-            cfg = self.cfg
-            real = ops.cast(attention_mask, "float32")  # (B, T)
-            x = self.word_embeddings(input_ids)  # (B, T, D)
-            if cfg.token_dropout:
-                is_mask = ops.equal(input_ids, cfg.mask_token_id)
-                x = ops.where(is_mask[..., None], ops.zeros_like(x), x)
-                observed = ops.sum(ops.cast(is_mask, "float32"), -1) / ops.sum(real, -1)  # (B,)
-                scale = (1.0 - _MASK_RATIO_TRAIN) / (1.0 - observed)
-                x = x * ops.cast(scale[:, None, None], x.dtype)
-            if self.layer_norm_before is not None:
-                x = self.layer_norm_before(x)
-            x = x * ops.cast(real[..., None], x.dtype)
-            pos = ops.cast(ops.arange(ops.shape(input_ids)[1]), "float32")
-            freqs = pos[:, None] * self.inv_freq[None, :]  # (T, Dh/2)
-            emb = ops.concatenate([freqs, freqs], axis=-1)  # (T, Dh)
-            cos, sin = ops.cos(emb)[None, None], ops.sin(emb)[None, None]  # (1, 1, T, Dh)
-            key_mask = ops.greater(real, 0.0)
-            for block in self.blocks:
-                x = block(x, key_mask, cos, sin, training=training)
-            return self.final_layer_norm(x)
-
-    class EsmTaskModel(keras.Model):
-        """ESM-2 encoder + one head; `call({"input_ids", "attention_mask"})` -> float32 logits.
-
-        Logits are `(B, num_labels)` (sequence), `(B, T, num_labels)` (token) or `(B, 1)`
-        (regression), as transformers' `EsmForSequenceClassification`/`EsmForTokenClassification`.
-        """
-
-        def __init__(self, hf_config: Any, task: str, **kw: Any) -> None:
-            super().__init__(**kw)
-            pol = kw.get("dtype")
-            self.hf_config, self.task = hf_config, task
-            self.num_labels = hf_config.num_labels
-            self.esm = EsmEncoder(hf_config, dtype=pol)
-            self.head_dropout = L.Dropout(hf_config.hidden_dropout_prob, dtype=pol)
-            if task == "token-classification":
-                self.classifier = L.Dense(self.num_labels, dtype=pol)
-            else:
-                self.classifier_dense = L.Dense(hf_config.hidden_size, dtype=pol)
-                self.out_proj = L.Dense(self.num_labels, dtype=pol)
-
-        def call(self, inputs: Any, training: bool = False) -> Any:
-            h = self.esm(inputs["input_ids"], inputs["attention_mask"], training=training)
-            if self.task == "token-classification":
-                logits = self.classifier(self.head_dropout(h, training=training))
-            else:
-                x = self.head_dropout(h[:, 0, :], training=training)  # <cls> token
-                x = ops.tanh(self.classifier_dense(x))
-                logits = self.out_proj(self.head_dropout(x, training=training))
-            return ops.cast(logits, "float32")  # loss in float32 under mixed precision
-
-    return EsmTaskModel
+# Weights are overwritten from a checkpoint (or seeded numpy) right after building, so layers
+# start at zeros: Keras' default random initialisers would draw seeds from the global `random`.
+_ZEROS = "zeros"
 
 
-def _check_config(cfg: Any) -> None:
+def _rotate_half(x: tf.Tensor) -> tf.Tensor:
+    half = ops.shape(x)[-1] // 2
+    return ops.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+def _gelu(x: tf.Tensor) -> tf.Tensor:  # exact erf GELU, as ESM (tanh approximation differs ~1e-3)
+    return x * 0.5 * (1.0 + ops.erf(x * 0.7071067811865476))
+
+
+def _dense(units: int, dtype: str | None) -> layers.Dense:
+    return layers.Dense(units, dtype=dtype, kernel_initializer=_ZEROS)
+
+
+class EsmSelfAttention(layers.Layer):
+    """Pre-LN multi-head self-attention with rotary q/k and a residual connection."""
+
+    def __init__(self, cfg: EsmConfig, dtype: str | None = None) -> None:
+        super().__init__(dtype=dtype)
+        self._convert_input_args = False  # keep rotary cos/sin float32 under mixed precision
+        d = cfg.hidden_size
+        self.heads = cfg.num_attention_heads
+        self.head_dim = d // self.heads
+        self.layer_norm = layers.LayerNormalization(epsilon=cfg.layer_norm_eps, dtype=dtype)
+        self.query, self.key, self.value = (_dense(d, dtype) for _ in range(3))
+        self.dense = _dense(d, dtype)
+        self.attn_dropout = layers.Dropout(cfg.attention_probs_dropout_prob, dtype=dtype)
+        self.out_dropout = layers.Dropout(cfg.hidden_dropout_prob, dtype=dtype)
+
+    def call(
+        self, x: tf.Tensor, key_mask: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor,
+        training: bool = False,
+    ) -> tf.Tensor:
+        b, t = ops.shape(x)[0], ops.shape(x)[1]
+        h = self.layer_norm(x)
+
+        def heads(y: tf.Tensor) -> tf.Tensor:  # (B, T, D) -> (B, H, T, Dh)
+            return ops.transpose(ops.reshape(y, (b, t, self.heads, self.head_dim)), (0, 2, 1, 3))
+
+        q = heads(self.query(h)) * (self.head_dim**-0.5)  # ESM scales q before rotary
+        k, v = heads(self.key(h)), heads(self.value(h))
+        q32, k32 = ops.cast(q, "float32"), ops.cast(k, "float32")  # rotary in float32
+        q = ops.cast(q32 * cos + _rotate_half(q32) * sin, v.dtype)
+        k = ops.cast(k32 * cos + _rotate_half(k32) * sin, v.dtype)
+        scores = ops.cast(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), "float32")  # (B,H,T,T)
+        scores = ops.where(key_mask[:, None, None, :], scores, -1e9)  # padded keys: 0 weight
+        probs = self.attn_dropout(ops.softmax(scores, axis=-1), training=training)
+        out = ops.matmul(ops.cast(probs, v.dtype), v)  # (B, H, T, Dh)
+        out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (b, t, self.heads * self.head_dim))
+        return x + self.out_dropout(self.dense(out), training=training)
+
+
+class EsmLayer(layers.Layer):
+    """One transformer block: attention, then pre-LN feed-forward with exact GELU."""
+
+    def __init__(self, cfg: EsmConfig, dtype: str | None = None) -> None:
+        super().__init__(dtype=dtype)
+        self._convert_input_args = False  # keep rotary cos/sin float32 under mixed precision
+        self.attention = EsmSelfAttention(cfg, dtype=dtype)
+        self.layer_norm = layers.LayerNormalization(epsilon=cfg.layer_norm_eps, dtype=dtype)
+        self.intermediate = _dense(cfg.intermediate_size, dtype)
+        self.output_dense = _dense(cfg.hidden_size, dtype)
+        self.dropout = layers.Dropout(cfg.hidden_dropout_prob, dtype=dtype)
+
+    def call(
+        self, x: tf.Tensor, key_mask: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor,
+        training: bool = False,
+    ) -> tf.Tensor:
+        a = self.attention(x, key_mask, cos, sin, training=training)
+        h = self.output_dense(_gelu(self.intermediate(self.layer_norm(a))))
+        return a + self.dropout(h, training=training)
+
+
+class EsmEncoder(layers.Layer):
+    """Embeddings (with token-dropout rescaling), the blocks, and `emb_layer_norm_after`."""
+
+    def __init__(self, cfg: EsmConfig, dtype: str | None = None) -> None:
+        super().__init__(dtype=dtype)
+        self.cfg = cfg
+        self.word_embeddings = layers.Embedding(
+            cfg.vocab_size, cfg.hidden_size, dtype=dtype, embeddings_initializer=_ZEROS
+        )
+        self.layer_norm_before = (
+            layers.LayerNormalization(epsilon=cfg.layer_norm_eps, dtype=dtype)
+            if cfg.emb_layer_norm_before
+            else None
+        )
+        self.blocks = [EsmLayer(cfg, dtype=dtype) for _ in range(cfg.num_hidden_layers)]
+        self.final_layer_norm = layers.LayerNormalization(epsilon=cfg.layer_norm_eps, dtype=dtype)
+        head_dim = cfg.hidden_size // cfg.num_attention_heads
+        self.inv_freq = self.add_weight(
+            shape=(head_dim // 2,),
+            initializer="zeros",
+            trainable=False,
+            dtype="float32",
+            name="inv_freq",
+            autocast=False,  # rotary angles stay float32 under mixed precision
+        )
+
+    def call(self, input_ids: tf.Tensor, attention_mask: tf.Tensor,
+             training: bool = False) -> tf.Tensor:
+        cfg = self.cfg
+        real = ops.cast(attention_mask, "float32")  # (B, T)
+        x = self.word_embeddings(input_ids)  # (B, T, D)
+        if cfg.token_dropout:
+            is_mask = ops.equal(input_ids, cfg.mask_token_id)
+            x = ops.where(is_mask[..., None], ops.zeros_like(x), x)
+            observed = ops.sum(ops.cast(is_mask, "float32"), -1) / ops.sum(real, -1)  # (B,)
+            scale = (1.0 - _MASK_RATIO_TRAIN) / (1.0 - observed)
+            x = x * ops.cast(scale[:, None, None], x.dtype)
+        if self.layer_norm_before is not None:
+            x = self.layer_norm_before(x)
+        x = x * ops.cast(real[..., None], x.dtype)
+        pos = ops.cast(ops.arange(ops.shape(input_ids)[1]), "float32")
+        freqs = pos[:, None] * self.inv_freq[None, :]  # (T, Dh/2)
+        emb = ops.concatenate([freqs, freqs], axis=-1)  # (T, Dh)
+        cos, sin = ops.cos(emb)[None, None], ops.sin(emb)[None, None]  # (1, 1, T, Dh)
+        key_mask = ops.greater(real, 0.0)
+        for block in self.blocks:
+            x = block(x, key_mask, cos, sin, training=training)
+        return self.final_layer_norm(x)
+
+
+class EsmTaskModel(keras.Model):
+    """ESM-2 encoder + one head; `call({"input_ids", "attention_mask"})` -> float32 logits.
+
+    Logits are `(B, num_labels)` (sequence), `(B, T, num_labels)` (token) or `(B, 1)`
+    (regression), as transformers' `EsmForSequenceClassification`/`EsmForTokenClassification`.
+
+    Attributes
+    ----------
+    hf_config : transformers.EsmConfig
+        The config saved with the model (architecture, labels, `protein_lm_*` stamps).
+    task : str
+        One of `TF_TASKS`.
+    new_head : list of str
+        Names of head weights initialised fresh rather than read from a checkpoint (set by
+        `protein_lm.tf.checkpoint.load_tf_model`; empty for a fully read checkpoint).
+    passthrough : dict of str to ndarray
+        Checkpoint weights no head uses (the contact head), written back unchanged on save.
+    """
+
+    def __init__(self, hf_config: EsmConfig, task: str, dtype: str | None = None) -> None:
+        super().__init__(dtype=dtype)
+        self.hf_config, self.task = hf_config, task
+        self.new_head: list[str] = []
+        self.passthrough: dict[str, np.ndarray] = {}
+        self.num_labels = hf_config.num_labels
+        self.esm = EsmEncoder(hf_config, dtype=dtype)
+        self.head_dropout = layers.Dropout(hf_config.hidden_dropout_prob, dtype=dtype)
+        if task == "token-classification":
+            self.classifier = _dense(self.num_labels, dtype)
+        else:
+            self.classifier_dense = _dense(hf_config.hidden_size, dtype)
+            self.out_proj = _dense(self.num_labels, dtype)
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        h = self.esm(inputs["input_ids"], inputs["attention_mask"], training=training)
+        if self.task == "token-classification":
+            logits = self.classifier(self.head_dropout(h, training=training))
+        else:
+            x = self.head_dropout(h[:, 0, :], training=training)  # <cls> token
+            x = ops.tanh(self.classifier_dense(x))
+            logits = self.out_proj(self.head_dropout(x, training=training))
+        return ops.cast(logits, "float32")  # loss in float32 under mixed precision
+
+
+def _check_config(cfg: EsmConfig) -> None:
     if getattr(cfg, "is_folding_model", False):
         raise InvalidInputError(
             "This is an ESMFold checkpoint; the TF path fine-tunes ESM-2 encoders"
@@ -216,7 +246,7 @@ def _check_config(cfg: Any) -> None:
         )
 
 
-def build_tf_model(hf_config: Any, task: str, *, dtype: str = "float32") -> Any:
+def build_tf_model(hf_config: EsmConfig, task: str, *, dtype: str = "float32") -> EsmTaskModel:
     """An unweighted (built, zero-initialised) Keras ESM-2 model for `task` from an `EsmConfig`.
 
     Parameters
@@ -230,10 +260,26 @@ def build_tf_model(hf_config: Any, task: str, *, dtype: str = "float32") -> Any:
     if task not in TF_TASKS:
         raise ValueError(f"`task` must be one of {TF_TASKS}, got {task!r}")
     _check_config(hf_config)
-    model = _classes()(hf_config, task, dtype=dtype)
+    model = EsmTaskModel(hf_config, task, dtype=dtype)
     dummy = {
         "input_ids": np.array([[0, 5, 2]], "int32"),
         "attention_mask": np.ones((1, 3), "int32"),
     }
     model(dummy)  # build every variable
     return model
+
+
+def inference_function(
+    model: keras.Model, *, jit_compile: bool | None = None
+) -> Callable[[dict[str, np.ndarray]], tf.Tensor]:
+    """`model(x, training=False)` as one `tf.function` over int32 `(B, T)` id and mask arrays.
+
+    The input signature has unknown batch and length, so batches of any shape share one graph
+    (XLA, when `jit_compile`, still compiles per shape).
+    """
+    spec = tf.TensorSpec((None, None), tf.int32)
+    return tf.function(
+        lambda x: model(x, training=False),
+        jit_compile=jit_compile,
+        input_signature=[{"input_ids": spec, "attention_mask": spec}],
+    )

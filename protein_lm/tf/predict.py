@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,14 +23,17 @@ from protein_lm.finetuning.predictions import (
     model_task,
     plan_windows,
 )
-from protein_lm.sequences import as_records
+from protein_lm.limits import TRAINING_TOKENS
+from protein_lm.sequences import FastaRecord, as_records
 from protein_lm.tf.data import batch_logits
-from protein_lm.tokenization import MAX_TOKENS
+
+if TYPE_CHECKING:  # imports keras: loaded on first use, so a missing extra is named then
+    from protein_lm.tf.model import EsmTaskModel
 
 __all__ = ["predict", "load_finetuned"]
 
 
-def load_finetuned(model_dir: str | os.PathLike[str]) -> Any:
+def load_finetuned(model_dir: str | os.PathLike[str]) -> EsmTaskModel:
     """The Keras model of a fine-tuned directory; refuses one without a trained head."""
     from protein_lm.tf.checkpoint import load_tf_model
 
@@ -45,13 +49,17 @@ def load_finetuned(model_dir: str | os.PathLike[str]) -> Any:
 
 
 def predict(
-    model: Any, sequences: Any, *, batch_tokens: int = 8000, max_length: int = MAX_TOKENS - 2
+    model: str | os.PathLike[str] | EsmTaskModel,
+    sequences: str | os.PathLike[str] | Iterable[str | FastaRecord] | dict[str, str],
+    *,
+    batch_tokens: int = 8000,
+    max_length: int = TRAINING_TOKENS,
 ) -> Predictions:
     """Predict with a fine-tuned model: a directory (PyTorch- or TF-written) or a Keras model.
 
     Parameters
     ----------
-    model : path or keras.Model
+    model : path or EsmTaskModel
         A directory written by `finetune` (either framework), or a model from `load_tf_model`.
     sequences : FASTA path, iterable of str / FastaRecord, or {id: sequence}
         Validated with `sequences.as_records` (bare strings get ids seq0, seq1, ...).
@@ -63,10 +71,7 @@ def predict(
     Predictions
         The same type as `protein_lm.pt.predict.predict` returns (`to_csv` writes the file).
     """
-    from protein_lm.tf.model import keras_tf
-
-    keras_tf()  # quiet TF logs, TensorFlow backend
-    import tensorflow as tf
+    from protein_lm.tf.model import inference_function  # quiet TF logs, TensorFlow backend
 
     if batch_tokens <= 0:
         raise ValueError(f"`batch_tokens` must be > 0, got {batch_tokens}")
@@ -75,11 +80,7 @@ def predict(
         model = load_finetuned(model)
     cfg = model.hf_config
     task = model_task(cfg)
-    spec = tf.TensorSpec((None, None), tf.int32)
-    forward = tf.function(
-        lambda x: model(x, training=False),
-        input_signature=[{"input_ids": spec, "attention_mask": spec}],
-    )
+    forward = inference_function(model)
     items = plan_windows(records, task, max_length - 2)
     logits = batch_logits(forward, [s for _, _, s in items], batch_tokens, max_length)
     outputs: list[Any] = []

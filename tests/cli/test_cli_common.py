@@ -31,7 +31,21 @@ def test_every_subcommand_takes_the_common_options(command: str) -> None:
     assert args.no_progress and args.quiet  # --quiet implies --no-progress
     assert parser.parse_args([*MINIMAL[command], "-v"]).verbose
     assert parser.parse_args(["-v", *MINIMAL[command]]).verbose  # not reset by the subparser
-    assert parser.parse_args([*MINIMAL[command], "--device", "cuda:1"]).device == "cuda:1"
+    if command != "finetune":  # finetune takes cpu/cuda only: see the next test
+        assert parser.parse_args([*MINIMAL[command], "--device", "cuda:1"]).device == "cuda:1"
+
+
+@pytest.mark.parametrize("device", ["mps", "cuda:1", "xpu"])
+def test_finetune_device_choices_match_the_library(device: str, capsys) -> None:
+    """Issue #15: the parser refuses what FinetuneConfig would refuse after reading the data."""
+    from protein_lm.pt.training import FinetuneConfig
+
+    with pytest.raises(ValueError, match="`device` must be"):
+        FinetuneConfig(model="tiny", task="regression", device=device)
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([*MINIMAL["finetune"], "--device", device])
+    assert exc.value.code == 2
+    assert f"--device: must be cpu or cuda for finetune, got {device!r}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

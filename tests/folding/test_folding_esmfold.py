@@ -14,7 +14,6 @@ import biotite.structure.io as bio_io  # noqa: E402
 
 from protein_lm.errors import InvalidInputError, InvalidSequenceError  # noqa: E402
 from protein_lm.folding.esmfold import (  # noqa: E402
-    _raw_records,
     fold,
     load_folding_model,
     parse_chains,
@@ -22,7 +21,7 @@ from protein_lm.folding.esmfold import (  # noqa: E402
     tiny_folding_config,
 )
 from protein_lm.folding.runtime import Folder  # noqa: E402
-from protein_lm.sequences import FastaRecord  # noqa: E402
+from protein_lm.sequences import FastaRecord, as_records  # noqa: E402
 from proteins import LYSO, TRP  # noqa: E402
 
 
@@ -103,7 +102,7 @@ def test_inputs_from_str_dict_list_and_fasta(model, tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="not found"):
         fold(str(tmp_path / "missing.fasta"), model)
     long = "M" + "ACDEFGHIKLMNPQRSTVWY" * 15  # longer than a file name may be
-    assert _raw_records(long) == [FastaRecord("seq0", long)]
+    assert as_records(long, validate_sequences=False) == [FastaRecord("seq0", long)]
 
 
 def test_heterodimer_has_two_chains_and_no_linker_atoms(model, tmp_path: Path) -> None:

@@ -13,9 +13,16 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("biotite")
 import biotite.structure.io as bio_io  # noqa: E402
 
-from protein_lm.folding.esmfold import fold, load_folding_model  # noqa: E402
-from protein_lm.folding.results import MAX_PAE, chain_id, scores_path  # noqa: E402
-from protein_lm.folding.runtime import interface_ptm  # noqa: E402
+from protein_lm.folding.esmfold import fold, load_folding_model, prepare  # noqa: E402
+from protein_lm.folding.results import (  # noqa: E402
+    MAX_PAE,
+    FoldResult,
+    chain_id,
+    decode_output,
+    interface_ptm,
+    scores_path,
+)
+from protein_lm.sequences import FastaRecord  # noqa: E402
 
 DIMER = "KVFGRCELAAAMKRHGLDNYRGYSLG:NLYIQWLKDGGPSSGRPPPS"  # lysozyme fragment : Trp-cage
 
@@ -81,6 +88,41 @@ def test_interface_ptm_matches_a_numpy_reference() -> None:
     other = chains[:, None] != chains[None, :]
     expected = max((term[i] * other[i]).sum() / other[i].sum() for i in range(n))
     assert interface_ptm(torch.from_numpy(logits), chains) == pytest.approx(expected, abs=1e-5)
+
+
+def test_decode_output_of_the_tiny_model_matches_fold(model) -> None:
+    """`decode_output` on a raw forward pass (padded batch, a multimer with its linker)."""
+    records = [FastaRecord("mono", DIMER.split(":")[0]), FastaRecord("dimer", DIMER)]
+    items, _ = prepare(records)
+    n, length = len(items), max(it.length for it in items)
+    aatype, mask, residx = (torch.zeros(n, length, dtype=torch.long) for _ in range(3))
+    for i, it in enumerate(items):
+        aatype[i, : it.length] = torch.from_numpy(it.aatype)
+        mask[i, : it.length] = 1
+        residx[i, : it.length] = torch.from_numpy(it.residx)
+    model.trunk.set_chunk_size(None)
+    with torch.inference_mode():
+        out = model(aatype, attention_mask=mask, position_ids=residx)
+    decoded = {r.id: r for r in decode_output(items, out, device="cpu", chunk_size=None)}
+    assert list(decoded) == ["mono", "dimer"]
+    want = {r.id: r for r in fold({"mono": records[0].sequence, "dimer": DIMER}, model,
+                                  chunk_size=None)}  # fmt: skip
+    for rid, res in decoded.items():
+        n_res = len(res.sequence.replace(":", ""))  # the linker is dropped
+        assert isinstance(res, FoldResult) and res.device == "cpu" and res.chunk_size is None
+        assert res.positions.shape == (n_res, 37, 3) and res.positions.dtype == np.float32
+        assert res.atom_mask.shape == (n_res, 37) and res.pae.shape == (n_res, n_res)
+        assert 0 <= res.plddt.min() and res.plddt.max() <= 100  # 0-100, not 0-1
+        assert 0 <= res.pae.min() and res.pae.max() <= res.max_pae == pytest.approx(MAX_PAE)
+        assert 0 < res.ptm < 1 and res.seconds == 0.0
+        assert (res.iptm is None) == (rid == "mono")
+        np.testing.assert_allclose(res.positions, want[rid].positions, atol=1e-4)
+        np.testing.assert_allclose(res.plddt, want[rid].plddt, atol=1e-3)
+        np.testing.assert_allclose(res.pae, want[rid].pae, atol=1e-3)
+        assert res.ptm == pytest.approx(want[rid].ptm, abs=1e-5)
+        np.testing.assert_array_equal(res.atom_mask, want[rid].atom_mask)
+    assert 0 < decoded["dimer"].iptm < 1
+    np.testing.assert_array_equal(np.unique(decoded["dimer"].chain_index), [0, 1])
 
 
 def test_chain_ids() -> None:

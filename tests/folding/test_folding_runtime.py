@@ -10,6 +10,7 @@ pytest.importorskip("transformers")
 
 from protein_lm.folding import runtime as folding_runtime  # noqa: E402
 from protein_lm.folding.esmfold import fold, iter_fold, load_folding_model, prepare  # noqa: E402
+from protein_lm.folding.options import FoldOptions  # noqa: E402
 from protein_lm.folding.results import FoldingError, FoldResult  # noqa: E402
 from protein_lm.folding.runtime import Folder, auto_chunk_size  # noqa: E402
 from protein_lm.sequences import FastaRecord  # noqa: E402
@@ -74,7 +75,7 @@ def test_oom_on_gpu_falls_back_to_cpu(model, monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(Folder, "run", run)
     monkeypatch.setattr(folding_runtime, "_free", lambda device: None)
-    folder = Folder(model, "cpu", 64, None, cpu_fallback=True)
+    folder = Folder(model, FoldOptions(device="cpu", chunk_size=64, cpu_fallback=True))
     folder.home = "cuda"  # pretend the model lives on a GPU
     items, _ = prepare([FastaRecord("x", LYSO[:70])])
     (res,) = folder.fold_batch(items)
@@ -180,7 +181,7 @@ def test_non_finite_predictions_are_failures_never_nan_results() -> None:
 
 
 def test_non_finite_message_names_half_precision_and_the_fix(model) -> None:
-    folder = Folder(model, "cpu", "auto", None, True)
+    folder = Folder(model, FoldOptions(device="cpu", chunk_size="auto", cpu_fallback=True))
     (res,) = fold(TRP, model)
     nan = np.full_like(res.plddt, np.nan)
     folder.model.esm.half()  # as on GPU

@@ -157,6 +157,23 @@ def test_same_seed_same_weights(ss, tmp_path):
     assert a.weights_sha256 == b.weights_sha256 != c.weights_sha256
 
 
+def test_finetune_leaves_the_callers_random_states_alone(ss, tmp_path):
+    """transformers reseeds python, numpy and torch inside; the caller's sequences go on."""
+    import random
+
+    import torch
+
+    def draws() -> tuple[float, float, float]:
+        return random.random(), float(np.random.random()), float(torch.rand(1))
+
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    expected = draws()
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    finetune(ss["train"], ss["validation"], output_dir=tmp_path / "run",
+             config=_config("token-classification", max_steps=1, eval_steps=1, seed=3))
+    assert draws() == expected
+
+
 @pytest.fixture(scope="module")
 def membrane(shared_data):
     from protein_lm.data import load_deeploc
