@@ -25,7 +25,8 @@ Memory: on CUDA `torch.cuda.max_memory_allocated` (weights included). CPU has no
 the report gives a labelled *estimate*: fine-tuning = weights + grads + AdamW states + bytes saved
 for backward (counted with `saved_tensors_hooks`; misses transient buffers), folding = weights +
 `estimate_peak_bytes` (the model behind `chunk_size="auto"`). Invariants (exit 1 on failure):
-chunked = unchunked within tolerance, no NaN/inf in fp32/bf16 outputs, bulk embed >= loop.
+chunked = unchunked within tolerance, no NaN/inf in fp32/bf16 outputs, bulk embed >= loop (full
+mode only; the smoke run reports the ratio).
 """
 
 from __future__ import annotations
@@ -756,13 +757,15 @@ def check_invariants(report: dict, device: str) -> list[str]:
     # In fp32 on GPU both paths are compute-bound (no TF32: ~60 TFLOP/s on H200), so batching
     # can save little there; the 3x is asserted for bf16 (the dtype to embed with on GPU), where
     # the per-sequence loop is bound by kernel launches (33 layers x ~15 kernels per sequence).
+    # The smoke run (tiny shapes, run by the tests on a shared machine) only reports the ratio:
+    # a timing ratio is a benchmark's result, never a test's pass/fail.
     cuda = device.startswith("cuda")
     emb = report["sections"].get("embed", {})
     for dtype, row in emb.get("results", {}).items():
         if row.get("status") == "skipped":
             continue
         need = 3.0 if cuda and dtype == "bfloat16" else 0.8
-        if row["bulk_vs_loop"] < need:
+        if report.get("mode") != "smoke" and row["bulk_vs_loop"] < need:
             fails.append(f"embed {dtype}: bulk/loop {row['bulk_vs_loop']:.2f}x < {need}x")
         if not row["finite"]:
             fails.append(f"embed {dtype}: non-finite embeddings")

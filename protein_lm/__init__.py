@@ -44,6 +44,7 @@ _LAZY = {
     "finetune": "protein_lm.pt.training",
     "predict": "protein_lm.pt.predict",
     "fold": "protein_lm.folding.esmfold",
+    "FoldOptions": "protein_lm.folding.options",
     "load_folding_model": "protein_lm.folding.esmfold",
     "embed": "protein_lm.embeddings",
     "score_mutations": "protein_lm.variants",

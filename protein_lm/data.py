@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 import os
 import urllib.request
 import zipfile
@@ -367,6 +368,10 @@ def read_table(path: str | os.PathLike[str], task: TableTask) -> Any:
                 label = float(label)
             except ValueError:
                 raise InvalidInputError(f"{where}, field 'label': {label!r} is not a number") from None
+            # float() accepts nan/inf/-inf/NaN/Infinity: a NaN loss would train to garbage, exit 0.
+            if not math.isfinite(label):
+                raise InvalidInputError(f"{where}, field 'label': {raw['label']!r} is not a finite "
+                                        "number")
         elif task == "token-classification":
             if len(label) != len(seq):
                 raise InvalidInputError(f"{where}, field 'label': {len(label)} labels for a sequence of "
@@ -379,6 +384,10 @@ def read_table(path: str | os.PathLike[str], task: TableTask) -> Any:
         rows.append(row)
     if not rows:
         raise InvalidInputError(f"{path}: no data rows")
+    # Masks all 0: no residue has a label, so loss and metrics would be NaN (or 0/0) at exit 0.
+    if task == "token-classification" and not any("1" in r["mask"] for r in rows):
+        raise InvalidInputError(f"{path}: every 'mask' is all 0, so no residue is labelled; "
+                                "mark the labelled residues with 1")
     return datasets.Dataset.from_list(rows)
 
 

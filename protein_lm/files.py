@@ -41,6 +41,7 @@ __all__ = [
     "staged_files",
     "sniff_delimiter",
     "read_rows",
+    "read_cells",
 ]
 
 log = logging.getLogger(__name__)
@@ -218,3 +219,39 @@ def read_rows(path: str | os.PathLike[str], text: str | None = None) -> csv.Dict
         text = read_text(path)
     first = text.splitlines()[0] if text else ""
     return csv.DictReader(io.StringIO(text), delimiter=sniff_delimiter(path, first))
+
+
+def read_cells(
+    path: str | os.PathLike[str], text: str | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """The header and data rows of a CSV/TSV as strings, exactly as written.
+
+    No value is converted (`007` stays `007`, `NA` stays `NA`, an empty cell stays empty) and
+    header names are kept as given (blank or repeated), unlike pandas. Blank lines are skipped;
+    short rows are padded with empty cells; a row with more cells than the header raises
+    `InvalidInputError` naming the file and line (pandas would silently make an index of them).
+    """
+    if text is None:
+        text = read_text(path)
+    first = text.splitlines()[0] if text else ""
+    delimiter = sniff_delimiter(path, first)
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header: list[str] = []
+    rows: list[list[str]] = []
+    try:
+        for cells in reader:
+            if not cells:
+                continue
+            if not header:
+                header = cells
+            elif len(cells) > len(header):
+                raise InvalidInputError(
+                    f"{path}: not a readable {kind} table (expected {len(header)} fields in line "
+                    f"{reader.line_num}, saw {len(cells)})")
+            else:
+                rows.append(cells + [""] * (len(header) - len(cells)))
+    except csv.Error as exc:
+        raise InvalidInputError(f"{path}: not a readable {kind} table (line {reader.line_num}: "
+                                f"{exc})") from None
+    return header, rows

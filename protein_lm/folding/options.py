@@ -48,7 +48,8 @@ class FoldOptions:
             # a torch.device is accepted and kept as its name (results record the device string)
             if type(self.device).__module__ != "torch":
                 raise ValueError(
-                    f"`device` must be a str such as 'cpu' or 'cuda', or None, got {self.device!r}."
+                    "`device` must be a str such as 'cpu' or 'cuda', or None, got "
+                    f"{self.device!r}."
                 )
             object.__setattr__(self, "device", str(self.device))
         chunk = self.chunk_size

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from proteins import TRP
 
 from protein_lm.folding.options import FoldOptions, fold_options
-from proteins import TRP
 
 
 @pytest.mark.parametrize(
