@@ -16,9 +16,9 @@ last layer has the final layer norm applied, as fair-esm's `repr_layers`.
 
 Long sequences: ESM-2 was trained on crops of 1,022 residues (+ `<cls>`/`<eos>`). Longer ones
 follow `long_policy`: ``"error"`` (default) raises, naming the record; ``"window"`` embeds
-windows of 1,022 residues overlapping by half and averages, per residue, every window that covers
-it (the mean embedding is the mean of those averages). Windowed contact maps average every window
-holding both residues; pairs never in one window are NaN.
+windows of 1,022 residues overlapping by half (`limits.windows`) and averages, per residue, every
+window that covers it (the mean embedding is the mean of those averages). Windowed contact maps
+average every window holding both residues; pairs never in one window are NaN.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "interruption. Parallel: under `torchrun --nproc-per-node N -m "
                        "protein_lm.cli embed ...` each process embeds its share of the shard "
                        "files (balanced by residues; on cuda:LOCAL_RANK, or the CPU) and rank 0 "
-                       "writes the output once all are done. Independent jobs (a Slurm array): `--shard "
-                       "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT` in each job fills "
+                       "writes the output once all are done. Independent jobs (a Slurm array): "
+                       "`--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT` in each job fills "
                        "OUT.parts/, then the same command without --shard merges.")
     p.add_argument("--model", required=True, help="hub id, local dir, or 'tiny'")
     p.add_argument("input", type=Path)

@@ -38,7 +38,10 @@ _MASK_RATIO_TRAIN = 0.15 * 0.8  # hard-coded in ESM-2 training, and so in transf
 
 
 def keras_tf() -> ModuleType:
-    """Import keras on the TensorFlow backend, quietly (log level set here, not at import)."""
+    """Import keras on the TensorFlow backend, quietly (TF log level and backend set first).
+
+    Both are environment defaults, so a user's own `TF_CPP_MIN_LOG_LEVEL`/`KERAS_BACKEND` win.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     require("tensorflow", "tf")

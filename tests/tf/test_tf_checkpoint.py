@@ -103,3 +103,21 @@ def test_weights_that_do_not_fit_the_config_are_refused(tmp_path: Path) -> None:
         InvalidInputError, match=r"esm\.embeddings\.word_embeddings\.weight has shape"
     ):
         load_tf_model(str(tmp_path), "regression")
+
+
+# ---------------------------------------------------------------------------- side effects
+def test_loading_leaves_the_global_random_states_alone() -> None:
+    """Weights come from seeded numpy; Keras' default initialisers would draw from `random`."""
+    import random
+
+    from protein_lm.tf.model import EsmTaskModel
+
+    random.seed(3), np.random.seed(3)
+    expected = random.random(), float(np.random.random())
+    random.seed(3), np.random.seed(3)
+    model = load_tf_model("tiny", "token-classification", num_labels=3)
+    assert (random.random(), float(np.random.random())) == expected
+    assert isinstance(model, EsmTaskModel) and model.new_head == []
+    assert set(model.passthrough) == {
+        "esm.contact_head.regression.weight", "esm.contact_head.regression.bias"
+    }
