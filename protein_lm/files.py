@@ -42,6 +42,7 @@ __all__ = [
     "sniff_delimiter",
     "read_rows",
     "read_cells",
+    "output_lock",
 ]
 
 log = logging.getLogger(__name__)
@@ -147,39 +148,133 @@ def _remove_stale(final: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+# Lock files this process holds (path -> nesting depth): a library call inside a CLI run that
+# already locked the same output passes (two flocks of one file in one process would conflict).
+_HELD: dict[str, int] = {}
+
+
+def _shard_pids(lock: Path) -> str:
+    """The live pids named by the shard lock files of the output locked by `lock`."""
+    stem = glob.escape(lock.name.removesuffix(".lock"))
+    pids = set()
+    for part in lock.parent.glob(f"{stem}.shard-*.lock"):
+        with contextlib.suppress(OSError):  # removed meanwhile by its finishing shard
+            pids.add(part.read_text().strip())
+    return ", ".join(sorted(p for p in pids if p.isdigit() and _pid_alive(int(p)))) or "unknown"
+
+
+@contextlib.contextmanager
+def _flock(lock: Path, output: Path, *, exclusive: bool) -> Iterator[None]:
+    """Hold `fcntl.flock` on the file `lock` (created; our pid in it if exclusive) for a block."""
+    import fcntl  # POSIX only (Linux, macOS); imported here so the package imports anywhere
+
+    key = str(lock)
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or _shard_pids(lock)
+            os.close(fd)
+            raise InvalidInputError(
+                f"{output} is being written by another run (pid {holder}); wait for it or "
+                "choose another output") from None
+        # The previous holder may have removed the file between our open and flock: only a
+        # lock on the file still at `lock` counts, else take the new one.
+        with contextlib.suppress(FileNotFoundError):
+            on_disk, ours = os.stat(lock), os.fstat(fd)
+            if (on_disk.st_dev, on_disk.st_ino) == (ours.st_dev, ours.st_ino):
+                break
+        os.close(fd)
+    # An exclusive holder names itself; shared holders (shards) clear it and are named by
+    # their own shard lock files, so a finished shard's pid is never shown.
+    os.ftruncate(fd, 0)
+    if exclusive:
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _HELD[key] = 1
+    try:
+        yield
+    finally:
+        del _HELD[key]
+        # Remove the file only if no shared holder is left (they keep it and their lock).
+        with contextlib.suppress(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike[str], shard: tuple[int, int] = (0, 1)) -> Iterator[None]:
+    """Hold the advisory lock of output `path` (file or folder) for a block: one writer at a time.
+
+    The lock is `fcntl.flock` on the sibling `.<name>.lock` holding the holder's pid (the name
+    is that of the real path, so a symlink and its target are one output). A second writer gets
+    `InvalidInputError` "... is being written by another run (pid N) ..." at once. Shards
+    `(i, n)` with n > 1 (torchrun ranks, `--shard i/n` jobs) legitimately share one output:
+    each holds the lock shared plus `.<name>.shard-<i>.lock` exclusively, so shards run
+    together but not beside a whole-output run or a second copy of the same shard. Re-entrant
+    within a process; the folder of `path` is created if missing.
+    """
+    final = Path(os.path.realpath(path))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    index, count = shard
+    main = final.with_name(f".{final.name}.lock")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_flock(main, Path(path), exclusive=count == 1))
+        if count > 1:
+            part = final.with_name(f".{final.name}.shard-{index}.lock")
+            stack.enter_context(_flock(part, Path(path), exclusive=True))
+        yield
+
+
 @contextlib.contextmanager
 def atomic_output_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a fresh temporary folder that replaces `path` only if the block succeeds.
 
     Raises `InvalidInputError` up front when `path` exists and is not empty (unless `overwrite`),
-    so a run never mixes old and new files. The temporary folder `.<name>.<pid>.<random>.tmp`
+    so a run never mixes old and new files, and when `path` is a file (never replaced, even with
+    `overwrite`: it is not a run's output). The temporary folder `.<name>.<pid>.<random>.tmp`
     sits beside `path` (same file system, so the final `os.replace` is a rename) and is deleted on
     any exception; ones left by killed runs (whose process is gone) are deleted on the next run.
-    The result follows the user's umask (not the 0700/0600 of temporary files).
+    A symlink `path` is written through: its target is replaced and the link stays a link. The
+    output is locked for the block (`output_lock`). The result follows the user's umask (not the
+    0700/0600 of temporary files).
     """
-    final = Path(path)
-    if final.exists() and (not final.is_dir() or any(final.iterdir())) and not overwrite:
-        raise InvalidInputError(
-            f"Output directory {str(final)!r} already exists and is not empty; choose a new "
-            "directory or pass overwrite=True (CLI: --overwrite)"
-        )
-    final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(final)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.{os.getpid()}.",
-                                suffix=".tmp"))
-    try:
-        yield tmp
-        _follow_umask(tmp)
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    # The real path: a rename onto a symlink would replace the link, not the folder it names.
+    final, shown = Path(os.path.realpath(path)), str(Path(path))
+    with output_lock(path):
+        if final.exists() and not final.is_dir():
+            raise InvalidInputError(
+                f"Output directory {shown!r} is a file, not a folder; remove it or choose "
+                "another directory")
+        if final.exists() and any(final.iterdir()) and not overwrite:
+            raise InvalidInputError(
+                f"Output directory {shown!r} already exists and is not empty; choose a new "
+                "directory or pass overwrite=True (CLI: --overwrite)"
+            )
+        _remove_stale(final)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.{os.getpid()}.",
+                                    suffix=".tmp"))
+        try:
+            yield tmp
+            _follow_umask(tmp)
+            if final.exists():
+                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager

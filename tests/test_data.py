@@ -38,8 +38,8 @@ def test_deeploc_membrane_task_drops_unknown(shared_data: Path) -> None:
     assert len(m["test"]) == raw_ms
 
 
-def test_secondary_structure_splits_and_mask(shared_data: Path) -> None:
-    ss = data.load_secondary_structure()
+def test_secondary_structure_splits_and_mask(secondary_structure) -> None:
+    ss = secondary_structure  # data.load_secondary_structure(), parsed once (tests/conftest.py)
     assert {k: len(v) for k, v in ss.items()} == {"train": 9712, "validation": 1080, "test": 364}
     row = ss["test"][0]
     assert len(row["sequence"]) == len(row["label"]) == len(row["mask"])
@@ -47,8 +47,8 @@ def test_secondary_structure_splits_and_mask(shared_data: Path) -> None:
     assert "0" in "".join(ss["test"]["mask"])  # unresolved residues exist and must be ignored
 
 
-def test_secondary_structure_labels_are_token_aligned(shared_data: Path) -> None:
-    ss = data.load_secondary_structure()["test"].select(range(3))
+def test_secondary_structure_labels_are_token_aligned(secondary_structure) -> None:
+    ss = secondary_structure["test"].select(range(3))
     enc, id2label = data.encode_labels(ss, "token-classification")
     assert id2label == {0: "C", 1: "E", 2: "H"}
     for row in enc:
@@ -167,8 +167,8 @@ def test_encode_labels_errors(tmp_path: Path) -> None:
         data.encode_labels(tok, "token-classification", {"H": 0, "E": 1, "C": 2})
 
 
-def test_class_balance_of_loaded_splits_is_plausible(shared_data: Path) -> None:
-    counts = Counter("".join(data.load_secondary_structure()["test"]["label"]))
+def test_class_balance_of_loaded_splits_is_plausible(secondary_structure) -> None:
+    counts = Counter("".join(secondary_structure["test"]["label"]))
     assert 0.3 < counts["C"] / sum(counts.values()) < 0.5
 
 

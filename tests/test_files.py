@@ -173,3 +173,67 @@ def test_write_table_round_trips_every_tab_suffix(tmp_path: Path) -> None:
         write_table(ds, tmp_path / name)
         assert read_table(tmp_path / name, "sequence-classification").to_list() == ds.to_list()
     assert (tmp_path / "t.tab").read_text().splitlines()[0] == "id\tsequence\tlabel"
+
+
+def _hold_lock_in_child(path: Path, shard: tuple[int, int]) -> Iterator[int]:
+    """A child process holding `output_lock(path, shard)` until the generator resumes."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from protein_lm.files import output_lock\n"
+            f"with output_lock({str(path)!r}, {shard!r}):\n"
+            "    print('ready', flush=True); sys.stdin.readline()\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        yield child.pid
+    finally:
+        child.communicate("\n", timeout=60)
+
+
+def test_output_lock_one_writer_per_output_and_per_shard(tmp_path: Path) -> None:
+    from protein_lm.errors import InvalidInputError
+    from protein_lm.files import output_lock
+
+    out = tmp_path / "emb.npz"
+    holder = _hold_lock_in_child(out, (0, 2))
+    pid = next(holder)
+    with output_lock(out, (1, 2)):  # the other shard of the same job runs beside it
+        pass
+    for shard in ((0, 2), (0, 1)):  # the same shard again, or a whole-output run: refused
+        with pytest.raises(InvalidInputError, match=rf"emb.npz is being written by another run "
+                           rf"\(pid {pid}\); wait for it or choose another output"):
+            with output_lock(out, shard):
+                pass
+    next(holder, None)  # the child exits, releasing its locks
+    with output_lock(out):
+        assert (tmp_path / ".emb.npz.lock").read_text() == f"{os.getpid()}\n"
+    assert list(tmp_path.iterdir()) == []  # lock files are removed by the last holder
+
+
+def test_atomic_output_dir_writes_through_a_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "store" / "run1"
+    target.mkdir(parents=True)
+    link = tmp_path / "run"
+    link.symlink_to(target, target_is_directory=True)
+    with atomic_output_dir(link) as tmp:
+        (tmp / "model.safetensors").write_bytes(b"w")
+    assert link.is_symlink() and (target / "model.safetensors").read_bytes() == b"w"
+    with atomic_output_dir(link, overwrite=True) as tmp:
+        (tmp / "config.json").write_text("{}")
+    assert link.is_symlink() and sorted(p.name for p in target.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "store"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["run1"]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_atomic_output_dir_refuses_a_regular_file(tmp_path: Path, overwrite: bool) -> None:
+    from protein_lm.errors import InvalidInputError
+
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    with pytest.raises(InvalidInputError, match=r"'.*afile' is a file, not a folder"):
+        with atomic_output_dir(afile, overwrite=overwrite):
+            pass
+    assert afile.read_text() == "mine" and list(tmp_path.iterdir()) == [afile]

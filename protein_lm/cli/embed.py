@@ -56,12 +56,14 @@ def run(args: argparse.Namespace) -> int:
     from protein_lm.distributed import bulk_run
     from protein_lm.embedding_store import embed_to_file
     from protein_lm.embeddings import check_records
+    from protein_lm.files import output_lock
     from protein_lm.models import load_model
     from protein_lm.sequences import read_fasta
 
     records = read_fasta(args.input)  # every record checked before the model is loaded
     check_records(records, long_policy=args.long)
-    with bulk_run(args.shard, args.device, progress=not args.no_progress) as bulk:
+    with (bulk_run(args.shard, args.device, progress=not args.no_progress) as bulk,
+          output_lock(args.output, bulk.shard)):  # one writer per output (per shard)
         model = load_model(args.model, "masked-lm", device=bulk.device,
                            dtype=getattr(torch, args.dtype)).eval()
         options = dict(

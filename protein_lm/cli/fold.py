@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from protein_lm.cli.common import add_common_options
+from protein_lm.limits import FOLD_BATCH_RESIDUES, FOLD_MAX_RESIDUES
 
 __all__ = ["add_parser", "run"]
 
@@ -28,10 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-size", default="auto",
                    help="trunk chunk size: an int, 'auto' (from length and free memory) or 'none'")
     p.add_argument("--format", choices=("pdb", "cif"), default="pdb")
-    p.add_argument("--max-tokens", type=int, default=1024,
+    p.add_argument("--max-tokens", type=int, default=FOLD_BATCH_RESIDUES,
                    help="residues per batch, padding included (default 1024; longer ones fold alone)")
     p.add_argument("--num-recycles", type=int, default=None, help="default: the model's (4 for esmfold_v1)")
-    p.add_argument("--max-length", type=int, default=1024,
+    p.add_argument("--max-length", type=int, default=FOLD_MAX_RESIDUES,
                    help="longest record (residues + linkers) to fold; 0 = no limit (default 1024)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="fold only shard I of N (independent jobs, e.g. a Slurm array); not "
@@ -43,6 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Fold; exit 1 if a record failed (each logged at WARNING, then a line with the count)."""
     from protein_lm.distributed import bulk_run
+    from protein_lm.files import output_lock
     from protein_lm.folding.bulk import fold_fasta, write_summary
     from protein_lm.folding.options import FoldOptions
     from protein_lm.sequences import read_fasta
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, chunk_size=None if chunk == "none" else chunk,
         max_tokens=args.max_tokens, num_recycles=args.num_recycles,
         cpu_fallback=not args.no_cpu_fallback)  # fmt: skip
-    with bulk_run(args.shard, args.device, progress=not args.no_progress) as bulk:
+    with (bulk_run(args.shard, args.device, progress=not args.no_progress) as bulk,
+          output_lock(args.output_dir, bulk.shard)):  # one writer per output (per shard)
         report = fold_fasta(
             args.input, args.output_dir, args.model, fmt=args.format,
             shard=bulk.shard, options=dataclasses.replace(options, device=bulk.device),

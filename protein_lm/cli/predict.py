@@ -23,21 +23,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """FASTA/CSV in, predictions CSV out, with the chosen framework; 1 if a batch failed."""
+    from protein_lm.files import output_lock
     from protein_lm.finetuning.predictions import finetuned_model_dir
     from protein_lm.finetuning.reporting import read_predict_input
 
     model_dir = finetuned_model_dir(args.model)  # missing folder, weights: one line, exit 2
     records = read_predict_input(args.input)  # all input checked before the model is loaded
-    if args.framework == "tf":
-        from protein_lm.tf.predict import predict  # TF places the model itself (no --device)
+    with output_lock(args.output):  # one writer per output file
+        if args.framework == "tf":
+            from protein_lm.tf.predict import predict  # TF places the model itself (no --device)
 
-        result = predict(model_dir, records, batch_tokens=args.batch_tokens)
-    else:
-        from protein_lm.pt.predict import predict
+            result = predict(model_dir, records, batch_tokens=args.batch_tokens)
+        else:
+            from protein_lm.pt.predict import predict
 
-        result = predict(model_dir, records, batch_tokens=args.batch_tokens, device=args.device,
-                         progress=not getattr(args, "no_progress", False))
-    result.to_csv(args.output)
+            result = predict(model_dir, records, batch_tokens=args.batch_tokens,
+                             device=args.device, progress=not getattr(args, "no_progress", False))
+        result.to_csv(args.output)
     print(f"{len(result.ids)} predictions ({result.task}) written to {args.output}")
     if result.failed:
         print(f"{len(result.failed)} record(s) failed (GPU out of memory), first: "

@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from protein_lm.distributed import bulk_run
+    from protein_lm.files import output_lock
     from protein_lm.models import load_model
     from protein_lm.sequences import atomic_write_text, read_fasta
     from protein_lm.variants import read_mutations, score_dataframe
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         wild_type = args.sequence
     table = read_mutations(args.mutations, column=args.column)
-    with bulk_run(None, args.device, progress=not args.no_progress) as bulk:
+    with (bulk_run(None, args.device, progress=not args.no_progress) as bulk,
+          output_lock(args.output, bulk.shard)):  # one writer per output (per rank)
         model = load_model(args.model, "masked-lm", device=bulk.device).eval()
         scored, skipped = score_dataframe(
             model, wild_type, table, strategies=args.strategy, offset=args.offset,

@@ -44,6 +44,7 @@ from protein_lm.folding.results import (
     scores_path,
 )
 from protein_lm.folding.structure import read_metadata
+from protein_lm.limits import FOLD_BATCH_RESIDUES
 from protein_lm.sequences import FastaRecord, atomic_write_text, read_fasta
 
 __all__ = [
@@ -91,7 +92,7 @@ def fold_fasta(
     options: FoldOptions | None = None,
     device: str | None = None,
     chunk_size: int | Literal["auto"] | None = "auto",
-    max_tokens: int = 1024,
+    max_tokens: int = FOLD_BATCH_RESIDUES,
     num_recycles: int | None = None,
     max_length: int | None = MAX_LENGTH,
     cpu_fallback: bool = True,

@@ -43,6 +43,7 @@ from protein_lm.folding.results import (
     chain_id,
 )
 from protein_lm.folding.runtime import Folder, place
+from protein_lm.limits import FOLD_BATCH_RESIDUES
 from protein_lm.models import resolve_device, resolve_model, tiny_config
 from protein_lm.sequences import FastaRecord, as_records, validate
 
@@ -205,7 +206,7 @@ def fold(
     options: FoldOptions | None = None,
     device: str | None = None,
     chunk_size: int | Literal["auto"] | None = "auto",
-    max_tokens: int = 1024,
+    max_tokens: int = FOLD_BATCH_RESIDUES,
     num_recycles: int | None = None,
     max_length: int | None = MAX_LENGTH,
     linker_length: int = 25,
@@ -229,7 +230,7 @@ def fold(
     max_tokens : int
         Batch budget in residues including padding (sorted by length; longer ones fold alone).
     max_length : int or None
-        Longest allowed record (residues + linkers); None folds anything (ESM-2 saw <= 1024).
+        Longest allowed record (residues + linkers); None folds anything (ESM-2 saw <= 1,022).
 
     Raises `InvalidSequenceError`/`InvalidInputError` naming the record before any folding, and
     `FoldingError` naming the records that failed after every memory fallback.
@@ -272,7 +273,7 @@ def iter_fold(
     options: FoldOptions | None = None,
     device: str | None = None,
     chunk_size: int | str | None = "auto",
-    max_tokens: int = 1024,
+    max_tokens: int = FOLD_BATCH_RESIDUES,
     num_recycles: int | None = None,
     cpu_fallback: bool = True,
 ) -> Iterator[FoldResult | FoldFailure]:
@@ -323,7 +324,7 @@ def prepare(
                     (
                         f"Record {rec.id!r} has {len(joined)} residues (linkers included) > "
                         f"max_length {max_length}; split it, or allow it with max_length=None "
-                        "(CLI: --max-length 0) - ESM-2 was trained on <= 1024 residues and memory "
+                        "(CLI: --max-length 0) - ESM-2 was trained on <= 1,022 residues and memory "
                         "grows with length^2-3"
                     ),
                 )

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, fields
 from numbers import Integral
 from typing import Any, Literal
 
+from protein_lm.limits import FOLD_BATCH_RESIDUES
+
 __all__ = ["FoldOptions", "fold_options"]
 
 
@@ -39,7 +41,7 @@ class FoldOptions:
 
     device: str | None = None
     chunk_size: int | Literal["auto"] | None = "auto"
-    max_tokens: int = 1024
+    max_tokens: int = FOLD_BATCH_RESIDUES
     num_recycles: int | None = None
     cpu_fallback: bool = True
 

@@ -22,11 +22,9 @@ def _bad(**change: object) -> dict:
     return rows
 
 
-def test_masked_residues_get_ignore_index(shared_data) -> None:
+def test_masked_residues_get_ignore_index(secondary_structure) -> None:
     """A `mask` of 0 makes the residue's label -100 in the split both trainers consume."""
-    from protein_lm.data import load_secondary_structure
-
-    train = load_secondary_structure()["train"].select(range(20))
+    train = secondary_structure["train"].select(range(20))
     split, id2label = prepare_split(train, "token-classification", None, "train",
                                     max_length=1024, length_policy="truncate")
     assert id2label == {0: "C", 1: "E", 2: "H"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -30,15 +31,7 @@ def _short(ds, n: int, max_len: int = 120):
     return ds.select(keep)
 
 
-@pytest.fixture(scope="module")
-def ss(shared_data):
-    from protein_lm.data import load_secondary_structure
-
-    d = load_secondary_structure()
-    return {"train": _short(d["train"], 64), "validation": _short(d["validation"], 16),
-            "test": _short(d["test"], 16)}
-
-
+# `ss` (session fixture, tests/conftest.py): 64/16/16 FLIP SS3 records of <= 120 residues.
 def _config(task: str, **kw) -> FinetuneConfig:
     base = dict(task=task, max_steps=4, eval_steps=2, batch_tokens=2000, progress=False,
                 model_overrides=SMALL, device="cpu")
@@ -113,15 +106,13 @@ def test_config_round_trips_through_dict():
 
 
 # ---------------------------------------------------------------------- end-to-end, tiny
-def test_token_classification_run_writes_a_loadable_model_that_reproduces_its_metrics(ss, tmp_path):
+def test_token_classification_run_writes_a_loadable_model_that_reproduces_its_metrics(ss, ss_run):
     import transformers
 
     from protein_lm.metrics import token_metrics
     from protein_lm.pt.predict import predict
 
-    out = tmp_path / "run"
-    res = finetune(ss["train"], ss["validation"], ss["test"], config=_config("token-classification"),
-                   output_dir=out)
+    out, res = ss_run  # finetune(ss train/validation/test, _config("token-classification"))
     files = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "metrics.json", "training_log.csv",
             "training_curves.png", "tokenizer.json"} <= files
@@ -148,12 +139,12 @@ def test_token_classification_run_writes_a_loadable_model_that_reproduces_its_me
     assert token_metrics(np.array([[0, 1]]), np.array([[0, 1]]))["q3"] == 1.0
 
 
-def test_same_seed_same_weights(ss, tmp_path):
-    cfg = _config("token-classification", max_steps=2, eval_steps=2)
-    a = finetune(ss["train"], ss["validation"], config=cfg, output_dir=tmp_path / "a")
-    b = finetune(ss["train"], ss["validation"], config=cfg, output_dir=tmp_path / "b")
-    c = finetune(ss["train"], ss["validation"], config=_config(
-        "token-classification", max_steps=2, eval_steps=2, seed=1), output_dir=tmp_path / "c")
+def test_same_seed_same_weights(ss, ss_run, tmp_path):
+    _, a = ss_run  # _config("token-classification"), seed 0 (its test-split scoring changes no weight)
+    b = finetune(ss["train"], ss["validation"], config=_config("token-classification"),
+                 output_dir=tmp_path / "b")
+    c = finetune(ss["train"], ss["validation"], config=_config("token-classification", seed=1),
+                 output_dir=tmp_path / "c")
     assert a.weights_sha256 == b.weights_sha256 != c.weights_sha256
 
 
@@ -255,14 +246,13 @@ def test_length_policy_error_names_the_record(ss, tmp_path):
 
 
 # --------------------------------------------------------------------------------- DDP
-def test_two_process_ddp_on_cpu_agrees(ss, tmp_path):
+def test_two_process_ddp_on_cpu_agrees(ss, small_model_dir, tmp_path):
     """`torchrun --nproc_per_node 2` runs the CLI entry point with gloo; both ranks end equal."""
     from protein_lm.data import write_table
 
     write_table(ss["train"], tmp_path / "train.csv")
     write_table(ss["validation"], tmp_path / "val.csv")
-    model_dir = tmp_path / "small"
-    _save_small_model(model_dir)
+    model_dir = small_model_dir
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "protein_lm.cli", "finetune", "--task", "token-classification",
@@ -281,14 +271,6 @@ def test_two_process_ddp_on_cpu_agrees(ss, tmp_path):
     assert va == vb and va["q3"] > 0
 
 
-def _save_small_model(path: Path) -> None:
-    from protein_lm.models import load_model
-    from protein_lm.tokenization import hf_tokenizer
-
-    load_model("tiny", "masked-lm", config_overrides=SMALL, device="cpu").save_pretrained(path)
-    hf_tokenizer().save_pretrained(path)
-
-
 # ---------------------------------------------------------------------------- learning
 # 2,000-token batches: on 2 shared CPU cores more, smaller updates beat fewer large ones in a fixed
 # time. Measured here (1 thread, machine shared with other jobs): 300 steps of 2,000 tokens with
@@ -298,7 +280,7 @@ LEARN_STEPS, LEARN_TOKENS, LEARN_LR = 300, 2000, 2e-3
 
 
 @pytest.mark.slow
-def test_tiny_from_scratch_learns_secondary_structure(shared_data, tmp_path):
+def test_tiny_from_scratch_learns_secondary_structure(secondary_structure, tmp_path):
     """4-layer, 128-wide ESM-2 from scratch, <= 5 CPU minutes: FLIP test Q3 >= 0.58.
 
     The majority class (coil) scores about 0.38 on the test split. Q3 is checked twice: by the
@@ -307,12 +289,11 @@ def test_tiny_from_scratch_learns_secondary_structure(shared_data, tmp_path):
     """
     import torch
 
-    from protein_lm.data import load_secondary_structure
     from protein_lm.metrics import majority_baseline
     from protein_lm.pt.predict import predict
 
     torch.set_num_threads(1)  # 2 shared cores: one thread avoids oversubscription stalls
-    d = load_secondary_structure()
+    d = secondary_structure
     cfg = FinetuneConfig(task="token-classification", model="tiny", max_steps=LEARN_STEPS,
                          max_time_s=270, batch_tokens=LEARN_TOKENS, learning_rate=LEARN_LR,
                          eval_steps=LEARN_STEPS // 3, progress=False, device="cpu")
@@ -373,7 +354,8 @@ def test_gradient_checkpointing_and_eager_attention_run(ss, tmp_path):
     assert saved.protein_lm_task == "token-classification"
 
 
-def test_cli_run_removes_stale_temp_dirs_follows_umask_and_writes_int_counts(ss, tmp_path, capsys):
+def test_cli_run_removes_stale_temp_dirs_follows_umask_and_writes_int_counts(ss, small_model_dir,
+                                                                            tmp_path, capsys):
     """F3, F8, F9: a killed run's hidden temp folder is removed by the next run; results are
     0644/0755 under umask 022 (not mkdtemp's 0600/0700); `n_residues` is an int in both splits."""
     from protein_lm.cli import main
@@ -381,14 +363,14 @@ def test_cli_run_removes_stale_temp_dirs_follows_umask_and_writes_int_counts(ss,
 
     write_table(ss["train"], tmp_path / "train.csv")
     write_table(ss["validation"], tmp_path / "val.csv")
-    _save_small_model(tmp_path / "small")
+    write_table(ss["test"], tmp_path / "test.tsv")  # a tab-separated test file
     stale = tmp_path / ".run.k2j4h8sd.tmp"  # what a killed run leaves
     (stale / "checkpoints").mkdir(parents=True)
     old = os.umask(0o022)
     try:
         code = main(["finetune", "--task", "token-classification", "--model",
-                     str(tmp_path / "small"), "--train", str(tmp_path / "train.csv"),
-                     "--validation", str(tmp_path / "val.csv"), "--test", str(tmp_path / "val.csv"),
+                     str(small_model_dir), "--train", str(tmp_path / "train.csv"),
+                     "--validation", str(tmp_path / "val.csv"), "--test", str(tmp_path / "test.tsv"),
                      "--output-dir", str(tmp_path / "run"), "--max-steps", "2", "--eval-steps", "2",
                      "--batch-tokens", "2000", "--device", "cpu", "--no-progress"])
     finally:
@@ -402,3 +384,10 @@ def test_cli_run_removes_stale_temp_dirs_follows_umask_and_writes_int_counts(ss,
     metrics = json.loads((out / "metrics.json").read_text())
     assert type(metrics["validation"]["n_residues"]) is int
     assert type(metrics["test"]["n_residues"]) is int
+    # what `protein-lm finetune` writes (moved from test_cli's round trip, which now predicts with
+    # the session's fine-tuned model instead of training its own)
+    assert {"validation", "test"} <= set(metrics) and metrics["test"]["q3"] > 0
+    with open(out / "training_log.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["split"] for r in rows} >= {"train", "validation"}
+    assert (out / "training_curves.png").stat().st_size > 1000

@@ -66,13 +66,13 @@ def _write(path: Path, rows: list[dict]) -> Path:
 
 @pytest.fixture(scope="module")
 def tables(
-    tmp_path_factory: pytest.TempPathFactory, shared_data: Path
+    tmp_path_factory: pytest.TempPathFactory, secondary_structure
 ) -> dict[str, tuple[Path, Path]]:
     """Small train/validation CSVs per task from FLIP SS3, DeepLoc membrane and BLAT DMS."""
-    from protein_lm.data import load_blat, load_deeploc, load_secondary_structure
+    from protein_lm.data import load_blat, load_deeploc
 
     d = tmp_path_factory.mktemp("tables")
-    ss = load_secondary_structure()
+    ss = secondary_structure
     pick = lambda ds, n: [r for r in ds if len(r["sequence"]) < 200][:n]  # noqa: E731
     out = {
         "token-classification": (
@@ -354,13 +354,11 @@ def test_non_empty_output_dir_is_left_alone(tables: dict, tmp_path: Path) -> Non
 
 # ------------------------------------------------------------------------------- learning
 @pytest.mark.slow
-def test_tiny_from_scratch_learns_secondary_structure(shared_data: Path, tmp_path: Path) -> None:
+def test_tiny_from_scratch_learns_secondary_structure(secondary_structure, tmp_path: Path) -> None:
     """FLIP SS3 test-split Q3 >= 0.55 (majority class ~0.38); the time is printed, not asserted
     (speed is for benchmarks, and a shared CI machine makes wall time noisy)."""
-    from protein_lm.data import load_secondary_structure
-
     start = time.monotonic()
-    ss = load_secondary_structure()
+    ss = secondary_structure
     config = TFFinetuneConfig(
         task="token-classification",
         model="tiny",
