@@ -146,8 +146,8 @@ def align_token_labels(residue_labels: Sequence[Sequence[int]], width: int) -> n
            [-100,    2,    2, -100, -100, -100]])
     """
     out = np.full((len(residue_labels), width), IGNORE_INDEX, dtype=np.int64)
-    for row, labels in enumerate(residue_labels):
-        labels = np.asarray(labels, dtype=np.int64)
+    for row, row_labels in enumerate(residue_labels):
+        labels = np.asarray(row_labels, dtype=np.int64)
         n = min(len(labels), width - 2)  # truncated sequences keep the labels of kept residues
         out[row, 1 : 1 + n] = labels[:n]
     return out

@@ -33,11 +33,17 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from protein_lm.errors import InvalidInputError, ModelNotFoundError, require
 from protein_lm.files import atomic_file, staged_files
 from protein_lm.sequences import ESM2_TOKENS
+
+if TYPE_CHECKING:
+    import esm
+    import torch
+    from transformers import EsmForMaskedLM, PreTrainedModel
 
 __all__ = [
     "fairesm_to_transformers",
@@ -80,9 +86,11 @@ _HF_INV_FREQ = "esm.rotary_embeddings.inv_freq"
 _FE_PREFIX = re.compile(r"^(encoder\.sentence_encoder\.|encoder\.)")
 
 
-def fairesm_state_dict_to_transformers(state_dict: dict[str, Any]) -> dict[str, Any]:
+def fairesm_state_dict_to_transformers(
+    state_dict: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Rename a fair-esm ESM-2 state dict to `EsmForMaskedLM` names (tensors are shared)."""
-    out: dict[str, Any] = {}
+    out: dict[str, torch.Tensor] = {}
     unknown = []
     rev_layer = _LAYER_MAP
     for name, value in state_dict.items():
@@ -103,11 +111,13 @@ def fairesm_state_dict_to_transformers(state_dict: dict[str, Any]) -> dict[str, 
     return out
 
 
-def transformers_state_dict_to_fairesm(state_dict: dict[str, Any], num_layers: int) -> dict[str, Any]:
+def transformers_state_dict_to_fairesm(
+    state_dict: dict[str, torch.Tensor], num_layers: int
+) -> dict[str, torch.Tensor]:
     """Rename an `EsmForMaskedLM` (ESM-2) state dict to fair-esm `esm.ESM2` names."""
     top = {v: k for k, v in _TOP_MAP.items()}
     layer = {v: k for k, v in _LAYER_MAP.items()}
-    out: dict[str, Any] = {}
+    out: dict[str, torch.Tensor] = {}
     unknown = []
     for name, value in state_dict.items():
         if name in top:
@@ -129,7 +139,7 @@ def transformers_state_dict_to_fairesm(state_dict: dict[str, Any], num_layers: i
     return out
 
 
-def load_fairesm(path: str | os.PathLike[str], *, weights_only: bool = True) -> Any:
+def load_fairesm(path: str | os.PathLike[str], *, weights_only: bool = True) -> esm.ESM2:
     """Load a fair-esm ESM-2 `.pt` checkpoint (and `<stem>-contact-regression.pt` beside it).
 
     Returns an `esm.ESM2` in eval mode. Missing contact-regression weights only warn (contacts
@@ -171,7 +181,7 @@ def load_fairesm(path: str | os.PathLike[str], *, weights_only: bool = True) -> 
     return model.eval()
 
 
-def save_fairesm(model: Any, path: str | os.PathLike[str]) -> Path:
+def save_fairesm(model: esm.ESM2, path: str | os.PathLike[str]) -> Path:
     """Write an `esm.ESM2` as fair-esm does: `<name>.pt` plus `<name>-contact-regression.pt`.
 
     fair-esm's own `esm.pretrained.load_model_and_alphabet_local` picks its ESM-2 loader by the
@@ -196,8 +206,11 @@ def save_fairesm(model: Any, path: str | os.PathLike[str]) -> Path:
 
 
 def fairesm_to_transformers(
-    model_or_path: Any, out_dir: str | os.PathLike[str] | None = None, *, weights_only: bool = True
-) -> Any:
+    model_or_path: esm.ESM2 | str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    weights_only: bool = True,
+) -> EsmForMaskedLM:
     """Convert a fair-esm ESM-2 (`esm.ESM2` or `.pt` path) to a transformers `EsmForMaskedLM`.
 
     With `out_dir`, also save it there as a standard model directory (safetensors, config and our
@@ -207,9 +220,8 @@ def fairesm_to_transformers(
     transformers = require("transformers", "torch")
     from protein_lm.models import tiny_config
 
-    fe = model_or_path
-    if isinstance(model_or_path, (str, os.PathLike)):
-        fe = load_fairesm(model_or_path, weights_only=weights_only)
+    fe = (load_fairesm(model_or_path, weights_only=weights_only)
+          if isinstance(model_or_path, (str, os.PathLike)) else model_or_path)
     toks = list(getattr(fe.alphabet, "all_toks", []))
     if toks != list(ESM2_TOKENS):
         raise InvalidInputError(
@@ -237,19 +249,21 @@ def fairesm_to_transformers(
 
 
 def transformers_to_fairesm(
-    model_or_path: Any, out_path: str | os.PathLike[str] | None = None
-) -> Any:
+    model_or_path: PreTrainedModel | str | os.PathLike[str],
+    out_path: str | os.PathLike[str] | None = None,
+) -> esm.ESM2:
     """Convert a transformers ESM-2 (`EsmForMaskedLM` or model directory/hub id) to `esm.ESM2`.
 
     With `out_path` (`esm2_*.pt`), also save it as fair-esm checkpoint files (`save_fairesm`).
     """
     require("torch", "torch")
     esm = require("esm", "fairesm")
-    hf = model_or_path
     if isinstance(model_or_path, (str, os.PathLike)):
         from protein_lm.models import load_model
 
         hf = load_model(str(model_or_path), "masked-lm", device="cpu")
+    else:
+        hf = model_or_path
     cfg = hf.config
     if getattr(cfg, "position_embedding_type", "") != "rotary" or cfg.emb_layer_norm_before:
         raise InvalidInputError(
@@ -277,7 +291,7 @@ def transformers_to_fairesm(
     return fe
 
 
-def _save_hf(model: Any, out_dir: str | os.PathLike[str]) -> None:
+def _save_hf(model: PreTrainedModel, out_dir: str | os.PathLike[str]) -> None:
     from protein_lm.tokenization import hf_tokenizer
 
     with staged_files(out_dir) as tmp:  # each file complete before it appears in `out_dir`
@@ -285,7 +299,7 @@ def _save_hf(model: Any, out_dir: str | os.PathLike[str]) -> None:
         hf_tokenizer().save_pretrained(tmp)
 
 
-def _torch_load(torch: Any, path: Path, weights_only: bool) -> Any:
+def _torch_load(torch: ModuleType, path: Path, weights_only: bool) -> Any:  # whatever was pickled
     if not weights_only:
         return torch.load(path, map_location="cpu", weights_only=False)
     try:

@@ -370,8 +370,8 @@ def read_table(path: str | os.PathLike[str], task: TableTask) -> Any:
                 raise InvalidInputError(f"{where}, field 'label': {label!r} is not a number") from None
             # float() accepts nan/inf/-inf/NaN/Infinity: a NaN loss would train to garbage, exit 0.
             if not math.isfinite(label):
-                raise InvalidInputError(f"{where}, field 'label': {raw['label']!r} is not a finite "
-                                        "number")
+                raise InvalidInputError(
+                    f"{where}, field 'label': {raw['label']!r} is not a finite number")
         elif task == "token-classification":
             if len(label) != len(seq):
                 raise InvalidInputError(f"{where}, field 'label': {len(label)} labels for a sequence of "

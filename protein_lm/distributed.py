@@ -30,6 +30,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from types import ModuleType
 from typing import Any, TypeVar
 
 from protein_lm.errors import InvalidInputError, require
@@ -145,7 +146,7 @@ class Group:
 
     rank: int = 0
     world: int = 1
-    _dist: Any = None  # torch.distributed when a process group was joined
+    _dist: ModuleType | None = None  # torch.distributed when a process group was joined
 
     @property
     def is_main(self) -> bool:
@@ -174,15 +175,15 @@ class Group:
         if self._dist is not None:
             self._dist.barrier()
 
-    def all_gather(self, obj: Any) -> list[Any]:
+    def all_gather(self, obj: _T) -> list[_T]:
         """Every process's `obj` (picklable, small), in rank order, on every process."""
         if self._dist is None:
             return [obj]
-        out: list[Any] = [None] * self.world
+        out: list[Any] = [None] * self.world  # each None is replaced by a rank's `obj`
         self._dist.all_gather_object(out, obj)
         return out
 
-    def broadcast(self, obj: Any) -> Any:
+    def broadcast(self, obj: _T) -> _T:
         """Rank 0's `obj` (picklable, small), on every process."""
         if self._dist is None:
             return obj

@@ -31,7 +31,7 @@ import os
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +40,10 @@ from protein_lm.embeddings import Embeddings, check_records, embed
 from protein_lm.errors import InvalidInputError, require
 from protein_lm.files import atomic_file, atomic_write_text
 from protein_lm.sequences import FastaRecord, as_records
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedModel
 
 __all__ = [
     "FORMATS",
@@ -111,12 +115,13 @@ def concat_embeddings(parts: Iterable[Embeddings]) -> Embeddings:
         layers=first.layers,
         mean={l: np.concatenate([p.mean[l] for p in parts]) for l in first.layers},
         per_residue=per,
-        contacts=None if first.contacts is None else [c for p in parts for c in p.contacts],
+        contacts=None if first.contacts is None else [
+            c for p in parts for c in p.contacts],  # type: ignore[union-attr]
         failed=tuple(i for p in parts for i in p.failed),
     )
 
 
-def to_dataset(emb: Embeddings) -> Any:
+def to_dataset(emb: Embeddings) -> Dataset:
     """A `datasets.Dataset` with `id`, `length`, `mean_<layer>` and, when present,
     `per_residue_<layer>` (L x D lists) and `contacts` (L x L lists)."""
     datasets = require("datasets", "torch")
@@ -147,7 +152,8 @@ def save_embeddings(emb: Embeddings, path: str | os.PathLike[str]) -> Path:
         elif suffix == ".npz":
             # a file object, not the name: numpy would append `.npz` to the temporary name
             with open(tmp, "wb") as fh:
-                np.savez(fh, **_to_arrays(emb))
+                # numpy's stub lets `**` reach `allow_pickle`; the keys here never do
+                np.savez(fh, **_to_arrays(emb))  # type: ignore[arg-type]
         else:
             with open(tmp, "wb") as fh:
                 np.save(fh, emb.mean[emb.layers[0]])
@@ -170,7 +176,7 @@ def load_embeddings(path: str | os.PathLike[str]) -> Embeddings:
 
 
 def embed_to_file(
-    model: Any,
+    model: PreTrainedModel,
     sequences: str | Mapping[str, str] | Iterable[str | FastaRecord] | os.PathLike[str],
     output: str | os.PathLike[str],
     *,
@@ -224,8 +230,8 @@ def embed_to_file(
     return output
 
 
-def _write_shards(model: Any, records: list[FastaRecord], parts_dir: Path, manifest: dict[str, Any],
-                  shard_size: int, embed_kwargs: dict[str, Any],
+def _write_shards(model: PreTrainedModel, records: list[FastaRecord], parts_dir: Path,
+                  manifest: dict[str, Any], shard_size: int, embed_kwargs: dict[str, Any],
                   shard: tuple[int, int]) -> list[Path]:
     """Check or write `manifest.json`, then embed every shard file of `shard` not finished yet;
     the paths of all shard files."""

@@ -29,13 +29,19 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 
 from protein_lm.errors import InvalidInputError, InvalidSequenceError, require
 from protein_lm.limits import MAX_RESIDUES, windows
 from protein_lm.sequences import FastaRecord, as_records
+
+if TYPE_CHECKING:
+    import torch
+    from tqdm import tqdm
+    from transformers import PretrainedConfig, PreTrainedModel
 
 __all__ = [
     "MAX_RESIDUES",
@@ -86,7 +92,7 @@ class Embeddings:
         return len(self.ids)
 
 
-def mean_pool(hidden: Any, attention_mask: Any) -> Any:
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Mean of `hidden` (B, T, D) over residue tokens: mask minus `<cls>` (first) and `<eos>` (last).
 
     `attention_mask` (B, T) marks `<cls>` + residues + `<eos>`; padding is 0.
@@ -123,7 +129,7 @@ def batch_plan(
 
 
 def embed(
-    model: Any,
+    model: PreTrainedModel,
     sequences: str | Mapping[str, str] | Iterable[str | FastaRecord] | os.PathLike[str],
     *,
     layers: int | Sequence[int] = -1,
@@ -196,7 +202,7 @@ def embed(
                      per_residue, contacts)
 
 
-def _checked_device(model: Any) -> Any:
+def _checked_device(model: PreTrainedModel) -> torch.device:
     """The model's device; warns (at `embed`'s caller) of settings that cost accuracy or time."""
     if model.training:
         warnings.warn("embed(): the model is in training mode (dropout is active); call "
@@ -219,8 +225,8 @@ class _Outputs:
     keep_res: bool
     contacts: bool
     mean: dict[int, np.ndarray]
-    res: dict[int, list[Any]]
-    con: list[Any]
+    res: dict[int, list[np.ndarray | None]]
+    con: list[np.ndarray | None]
     failed: set[int]
 
     @classmethod
@@ -230,7 +236,7 @@ class _Outputs:
                    {l: np.full((n, hidden), np.nan, np.float32) for l in want},
                    {l: [None] * n for l in want}, [None] * n, set())
 
-    def store(self, batch: list[int], result: tuple[Any, Any, Any]) -> None:
+    def store(self, batch: list[int], result: _BatchResult) -> None:
         means, resid, cons = result
         for j, idx in enumerate(batch):
             for l in self.want:
@@ -238,12 +244,14 @@ class _Outputs:
                 if self.keep_res:
                     self.res[l][idx] = resid[l][j]
             if self.contacts:
+                assert cons is not None  # `_forward` returns maps whenever contacts are asked for
                 self.con[idx] = cons[j]
 
 
 def _run_plan(
-    torch: Any, base: Any, items: list[tuple[int, int, str]], plan: list[list[int]],
-    out: _Outputs, names: list[str], bar: Any, *, padded: bool, device: Any,
+    torch: ModuleType, base: PreTrainedModel, items: list[tuple[int, int, str]],
+    plan: list[list[int]], out: _Outputs, names: list[str], bar: tqdm, *, padded: bool,
+    device: torch.device,
 ) -> None:
     """Run every batch of `plan` into `out`; a batch out of GPU memory is retried as two halves,
     and an item out of memory alone is marked failed."""
@@ -266,10 +274,14 @@ def _run_plan(
         bar.update(sum(len(items[i][2]) for i in batch))
 
 
+# Per-layer means, per-layer per-residue arrays and contact maps (None unless asked for).
+_BatchResult = tuple[dict[int, np.ndarray], dict[int, list[np.ndarray]], list[np.ndarray] | None]
+
+
 def _forward(
-    torch: Any, base: Any, seqs: list[str], want: tuple[int, ...], contacts: bool, padded: bool,
-    device: Any, keep_res: bool,
-) -> tuple[dict[int, np.ndarray], dict[int, list[np.ndarray]], list[np.ndarray] | None]:
+    torch: ModuleType, base: PreTrainedModel, seqs: list[str], want: tuple[int, ...],
+    contacts: bool, padded: bool, device: torch.device, keep_res: bool,
+) -> _BatchResult:
     from protein_lm.tokenization import encode
 
     enc = encode(seqs, return_tensors="pt")
@@ -301,7 +313,9 @@ def _forward(
 
 
 @contextlib.contextmanager
-def thread_limit(device: Any, num_threads: int | str | None = "auto") -> Iterator[None]:
+def thread_limit(
+    device: torch.device | str, num_threads: int | str | None = "auto"
+) -> Iterator[None]:
     """Set torch's CPU threads for a block and restore them afterwards.
 
     The CPU-thread policy of every inference loop here (`embed`, the variant scores).
@@ -393,9 +407,11 @@ def _expand(records: list[FastaRecord]) -> list[tuple[int, int, str]]:
     return [(r_i, s, sub) for r_i, rec in enumerate(records) for s, sub in windows(rec.sequence)]
 
 
-def _split_for_contacts(plan: list[list[int]], lengths: np.ndarray, config: Any) -> list[list[int]]:
+def _split_for_contacts(
+    plan: list[list[int]], lengths: np.ndarray, config: PretrainedConfig
+) -> list[list[int]]:
     per_map = config.num_hidden_layers * config.num_attention_heads * 4  # fp32 bytes per T*T
-    out = []
+    out: list[list[int]] = []
     for batch in plan:
         t = int(lengths[batch].max()) + 2
         size = max(1, _CONTACT_BYTES // (per_map * t * t))
@@ -405,7 +421,8 @@ def _split_for_contacts(plan: list[list[int]], lengths: np.ndarray, config: Any)
 
 def _assemble(
     records: list[FastaRecord], items: list[tuple[int, int, str]], want: tuple[int, ...],
-    out_mean: dict[int, np.ndarray], out_res: dict[int, list[Any]], out_con: list[Any],
+    out_mean: dict[int, np.ndarray], out_res: dict[int, list[np.ndarray | None]],
+    out_con: list[np.ndarray | None],
     failed_items: set[int], per_residue: bool, contacts: bool,
 ) -> Embeddings:
     n, lengths = len(records), np.array([len(r.sequence) for r in records], dtype=np.int64)
@@ -419,14 +436,16 @@ def _assemble(
     for r_i in range(n):
         parts = by_rec[r_i]
         L = int(lengths[r_i])
-        if len(parts) == 1:  # not windowed: copy through
+        if len(parts) == 1:  # not windowed: copy through (an item that ran is never None)
             i = parts[0]
             for l in want:
                 mean[l][r_i] = out_mean[l][i]
                 if per_residue:
-                    res[l].append(out_res[l][i] if r_i not in failed else np.full((L, 0), np.nan))
+                    res[l].append(cast("np.ndarray", out_res[l][i]) if r_i not in failed
+                                  else np.full((L, 0), np.nan))
             if contacts:
-                cons.append(out_con[i] if r_i not in failed else np.full((L, L), np.nan, np.float32))
+                cons.append(cast("np.ndarray", out_con[i]) if r_i not in failed
+                            else np.full((L, L), np.nan, np.float32))
             continue
         # Windowed: average each residue (pair) over the windows that cover it.
         cover = np.zeros(L, np.float32)
@@ -437,8 +456,9 @@ def _assemble(
             acc = np.zeros((L, out_mean[l].shape[1]), np.float32)
             for i in parts:
                 s, w = items[i][1], len(items[i][2])
-                if out_res[l][i] is not None:
-                    acc[s : s + w] += out_res[l][i]
+                part = out_res[l][i]
+                if part is not None:
+                    acc[s : s + w] += part
             avg = np.full_like(acc, np.nan) if r_i in failed else acc / cover[:, None]
             mean[l][r_i] = avg.mean(0)
             if per_residue:
@@ -447,8 +467,9 @@ def _assemble(
             acc2, cnt = np.zeros((L, L), np.float32), np.zeros((L, L), np.float32)
             for i in parts:
                 s, w = items[i][1], len(items[i][2])
-                if out_con[i] is not None:
-                    acc2[s : s + w, s : s + w] += out_con[i]
+                con = out_con[i]
+                if con is not None:
+                    acc2[s : s + w, s : s + w] += con
                     cnt[s : s + w, s : s + w] += 1
             with np.errstate(invalid="ignore", divide="ignore"):
                 cons.append(np.where(cnt > 0, acc2 / cnt, np.nan).astype(np.float32))

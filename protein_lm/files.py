@@ -5,7 +5,8 @@ onto its name only when complete (`os.replace`), so a reader never sees half a f
 or killed write leaves the old file (or nothing) in place:
 
 - `atomic_write_text` for text, `atomic_file` for anything a library writes to a path (numpy,
-  parquet, `torch.save`, safetensors, downloads); temporary files are `.<name>.<random>.tmp`;
+  parquet, `torch.save`, safetensors, downloads); temporary files are
+  `.<name>.<pid>@<host>.<random>.tmp`, and those of killed runs are removed by the next write;
 - `atomic_output_dir` for a whole folder (a training run), `.<name>.<pid>.<random>.tmp`, whose
   leftovers from killed runs are removed by the next run into the same output;
 - `staged_files` for files written by a library into a folder that already holds others
@@ -22,9 +23,12 @@ import contextlib
 import csv
 import glob
 import io
+import itertools
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,16 +79,45 @@ def read_text(path: str | os.PathLike[str]) -> str:
         ) from None
 
 
+def _owner() -> str:
+    """`<pid>@<host>` of this process, for temporary names (no dots, so the name parses)."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
+    return f"{os.getpid()}@{host}"
+
+
+def _remove_dead_temp_files(path: Path) -> None:
+    """Delete `.<name>.<pid>@<host>.<random>.tmp` files of `path` whose writer is dead.
+
+    One glob on the exact name (no folder scan). Only this host's pids can be checked: a temp
+    file of another host (a shared file system) may be a live write, and is kept.
+    """
+    pid_now, _, host = _owner().partition("@")
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*@{glob.escape(host)}.*.tmp"):
+        middle = tmp.name[len(path.name) + 2 : -len(".tmp")]
+        owner, _, rand = middle.partition(".")
+        pid, _, their_host = owner.partition("@")
+        if ("." in rand or their_host != host or not pid.isdigit() or pid == pid_now
+                or _pid_alive(int(pid)) or not tmp.is_file()):
+            continue  # another output's temp (a longer name), or a live write
+        log.info("Removing %s, left behind by an interrupted run", tmp)
+        tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path` that replaces `path` only if the block succeeds.
 
     Write the whole file to the yielded path (by name or by opening it; it exists, empty). On
     success it gets 0666 minus the umask and is renamed onto `path`; on any exception (Ctrl-C
-    included) it is deleted and `path` is left as it was. The folder of `path` must exist.
+    included) it is deleted and `path` is left as it was. The folder of `path` must exist. A
+    symlink `path` is written through (its target is replaced, the link stays). The temporary
+    file is `.<name>.<pid>@<host>.<random>.tmp`; ones of the same `path` left by killed
+    processes of this host are removed first (a process killed mid-write cannot clean up).
     """
-    path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    path = Path(os.path.realpath(path))  # os.replace onto a link would replace the link
+    _remove_dead_temp_files(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_owner()}.",
+                                suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
     try:
@@ -153,6 +186,16 @@ def _remove_stale(final: Path) -> None:
 _HELD: dict[str, int] = {}
 
 
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _not_writable(path: str | os.PathLike[str], exc: OSError) -> InvalidInputError:
+    return InvalidInputError(f"Output {str(Path(path))!r} is not writable ({exc.strerror}); "
+                             "choose another output")
+
+
 def _shard_pids(lock: Path) -> str:
     """The live pids named by the shard lock files of the output locked by `lock`."""
     stem = glob.escape(lock.name.removesuffix(".lock"))
@@ -177,7 +220,10 @@ def _flock(lock: Path, output: Path, *, exclusive: bool) -> Iterator[None]:
             _HELD[key] -= 1
         return
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
+        except OSError as exc:
+            raise _not_writable(output, exc) from None
         try:
             fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -220,13 +266,23 @@ def output_lock(path: str | os.PathLike[str], shard: tuple[int, int] = (0, 1)) -
     `(i, n)` with n > 1 (torchrun ranks, `--shard i/n` jobs) legitimately share one output:
     each holds the lock shared plus `.<name>.shard-<i>.lock` exclusively, so shards run
     together but not beside a whole-output run or a second copy of the same shard. Re-entrant
-    within a process; the folder of `path` is created if missing.
+    within a process; the folder of `path` is created if missing (and removed at the end if
+    still empty, so a refused run leaves nothing). A folder that cannot be made or written
+    raises `InvalidInputError` "... is not writable ...".
     """
     final = Path(os.path.realpath(path))
-    final.parent.mkdir(parents=True, exist_ok=True)
+    # Folders made only to hold the lock are removed again if the run wrote nothing into them:
+    # a run refused with exit 2 creates nothing.
+    made = list(itertools.takewhile(lambda d: not d.exists(), final.parents))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file where a folder should be, no permission
+        raise _not_writable(path, exc) from None
     index, count = shard
     main = final.with_name(f".{final.name}.lock")
     with contextlib.ExitStack() as stack:
+        for folder in reversed(made):  # callbacks run last-in first-out: deepest first
+            stack.callback(_remove_if_empty, folder)
         stack.enter_context(_flock(main, Path(path), exclusive=count == 1))
         if count > 1:
             part = final.with_name(f".{final.name}.shard-{index}.lock")

@@ -12,11 +12,15 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from protein_lm.errors import ModelNotFoundError, require
 from protein_lm.limits import MAX_TOKENS
 from protein_lm.sequences import ESM2_TOKENS, MASK_ID, PAD_ID
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import EsmConfig, PretrainedConfig, PreTrainedModel
 
 __all__ = [
     "ESM2_PRESETS",
@@ -66,7 +70,7 @@ def tiny_config(
     hidden_size: int = 128,
     num_heads: int = 8,
     **overrides: Any,
-) -> Any:
+) -> EsmConfig:
     """An `EsmConfig` shaped like a released ESM-2 (rotary, token dropout, 33 tokens, dropout 0).
 
     Dropout is 0 as in every ESM-2 checkpoint: transformers' default of 0.1 also pushes sdpa onto a
@@ -216,7 +220,7 @@ def resolve_model(name_or_path: str, *, weights: bool = True) -> ModelSource:
     )
 
 
-def load_config(name_or_path: str) -> Any:
+def load_config(name_or_path: str) -> PretrainedConfig:
     """The `EsmConfig` of a hub id, local directory or `tiny`, with the same rules as `load_model`."""
     transformers = require("transformers", "torch")
     if name_or_path == "tiny":
@@ -234,10 +238,10 @@ def load_model(
     id2label: dict[int, str] | None = None,
     attn_implementation: Literal["eager", "sdpa"] = "sdpa",
     device: str | None = None,
-    dtype: Any = None,
+    dtype: torch.dtype | None = None,
     seed: int = 0,
     config_overrides: dict[str, Any] | None = None,
-) -> Any:
+) -> PreTrainedModel:
     """Load an ESM-2 (or ESMFold for `task="folding"`) model for `task` on `device`.
 
     Parameters

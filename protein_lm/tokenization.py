@@ -24,13 +24,16 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from protein_lm.errors import InvalidSequenceError, require
 from protein_lm.limits import MAX_TOKENS
 from protein_lm.sequences import CLS_ID, EOS_ID, ESM2_TOKENS, PAD_ID, UNK_ID
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 __all__ = ["encode", "decode", "hf_tokenizer", "write_vocab", "MAX_TOKENS"]
 
@@ -89,7 +92,7 @@ def encode(
     [[0, 20, 15, 11, 2], [0, 5, 2, 1, 1]]
     """
     single = isinstance(sequences, str)
-    seqs = [sequences] if single else list(sequences)
+    seqs = [sequences] if isinstance(sequences, str) else list(sequences)
     n = len(seqs)
     if padding is False and return_tensors is not None:
         raise ValueError("padding=False gives ragged output; use return_tensors=None")
@@ -142,7 +145,9 @@ def encode(
         res: dict[str, Any] = {"input_ids": out_ids, "attention_mask": out_mask}
         return {k: v[0] for k, v in res.items()} if single else res
 
-    width = int(max_length) if padding == "max_length" else int(total.max(initial=0))
+    # max_length is never None with padding="max_length" (refused above)
+    width = (int(max_length) if padding == "max_length" and max_length is not None
+             else int(total.max(initial=0)))
     if pad_to_multiple_of:
         width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
     ids = np.full((n, width), PAD_ID, dtype=np.int64)
@@ -192,7 +197,7 @@ def write_vocab(directory: str | os.PathLike[str]) -> Path:
     return path
 
 
-def hf_tokenizer(model_max_length: int = MAX_TOKENS) -> Any:
+def hf_tokenizer(model_max_length: int = MAX_TOKENS) -> PreTrainedTokenizerFast:
     """A transformers `PreTrainedTokenizerFast` (Rust `tokenizers`) with ESM-2 ids.
 
     Usable as `Trainer(processing_class=...)`, in pipelines and with `save_pretrained`; gives the

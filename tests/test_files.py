@@ -237,3 +237,46 @@ def test_atomic_output_dir_refuses_a_regular_file(tmp_path: Path, overwrite: boo
         with atomic_output_dir(afile, overwrite=overwrite):
             pass
     assert afile.read_text() == "mine" and list(tmp_path.iterdir()) == [afile]
+
+
+def test_atomic_file_removes_temp_files_of_dead_writers_of_that_output_only(
+    tmp_path: Path,
+) -> None:
+    import socket
+
+    host = socket.gethostname().split(".")[0]
+    host = "".join(c if c.isalnum() or c == "-" else "-" for c in host) or "host"
+    dead = tmp_path / f".emb.npz.999999999@{host}.abcd1234.tmp"  # killed mid-save: torn
+    alive = tmp_path / f".emb.npz.{os.getppid()}@{host}.abcd1234.tmp"  # a live write
+    remote = tmp_path / ".emb.npz.999999999@elsewhere.abcd1234.tmp"  # pid of another host
+    other = tmp_path / f".emb.npz.x.999999999@{host}.abcd1234.tmp"  # output `emb.npz.x`
+    for f in (dead, alive, remote, other):
+        f.write_bytes(b"torn")
+    atomic_write_text(tmp_path / "emb.npz", "new")
+    assert not dead.exists() and alive.exists() and remote.exists() and other.exists()
+    assert (tmp_path / "emb.npz").read_text() == "new"
+
+
+def test_atomic_file_writes_through_a_symlink(tmp_path: Path) -> None:
+    (tmp_path / "real.txt").write_text("old")
+    link = tmp_path / "link.txt"
+    link.symlink_to(tmp_path / "real.txt")
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and (tmp_path / "real.txt").read_text() == "new"
+
+
+def test_output_lock_leaves_nothing_when_the_run_writes_nothing(tmp_path: Path) -> None:
+    from protein_lm.errors import InvalidInputError
+    from protein_lm.files import output_lock
+
+    with pytest.raises(RuntimeError), output_lock(tmp_path / "a" / "b" / "o.csv"):
+        assert (tmp_path / "a" / "b" / ".o.csv.lock").is_file()
+        raise RuntimeError  # e.g. the model failed to load
+    assert list(tmp_path.iterdir()) == []
+    with output_lock(tmp_path / "a" / "o.csv"):
+        (tmp_path / "a" / "o.csv").write_text("x")
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["o.csv"]
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(InvalidInputError, match=r"'.*f/o' is not writable"):
+        with output_lock(tmp_path / "f" / "o"):
+            pass

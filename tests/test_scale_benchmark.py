@@ -16,15 +16,17 @@ SECTIONS = ("finetune", "embed", "fold", "precision")
 def test_scale_smoke_report(tmp_path: Path) -> None:
     out = tmp_path / "scale.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "scale.py"), "--smoke", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=REPO,
+        # The run's own budget (150 s) skips cases when time runs out; here every case must run
+        # however loaded the machine is, so the budget is the subprocess timeout.
+        [sys.executable, str(REPO / "benchmarks" / "scale.py"), "--smoke", "--budget-s", "600",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=660, cwd=REPO,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["failures"] == []
     assert report["mode"] == "smoke" and report["device"] == "cpu"
     assert "random" in report["weights"]
-    # ~40 s of work under a 150 s budget: a skip here means the machine was badly overloaded.
     assert report["skipped_cases"] == 0, "smoke run skipped cases; every path must run"
     assert set(SECTIONS) <= set(report["sections"])
     for name in SECTIONS:

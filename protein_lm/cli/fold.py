@@ -30,10 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="trunk chunk size: an int, 'auto' (from length and free memory) or 'none'")
     p.add_argument("--format", choices=("pdb", "cif"), default="pdb")
     p.add_argument("--max-tokens", type=int, default=FOLD_BATCH_RESIDUES,
-                   help="residues per batch, padding included (default 1024; longer ones fold alone)")
+                   help="residues per batch, padding included (default %(default)s; longer ones fold alone)")
     p.add_argument("--num-recycles", type=int, default=None, help="default: the model's (4 for esmfold_v1)")
     p.add_argument("--max-length", type=int, default=FOLD_MAX_RESIDUES,
-                   help="longest record (residues + linkers) to fold; 0 = no limit (default 1024)")
+                   help="longest record (residues + linkers) to fold; 0 = no limit (default %(default)s)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="fold only shard I of N (independent jobs, e.g. a Slurm array); not "
                    "with torchrun, which shards by RANK/WORLD_SIZE")

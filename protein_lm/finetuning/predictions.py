@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from protein_lm.errors import InvalidInputError
 from protein_lm.finetuning.reporting import write_predictions
 from protein_lm.limits import window_starts, windows
 from protein_lm.sequences import FastaRecord
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 __all__ = [
     "Predictions",
@@ -52,7 +55,7 @@ class Predictions:
 
     task: str
     ids: tuple[str, ...]
-    predictions: tuple[Any, ...]
+    predictions: tuple[str, ...] | tuple[float, ...]
     probabilities: np.ndarray | None
     class_names: tuple[str, ...] | None
     failed: tuple[str, ...] = ()
@@ -63,7 +66,7 @@ class Predictions:
                                  self.class_names if self.probabilities is not None else None)
 
 
-def model_task(config: Any) -> str:
+def model_task(config: PretrainedConfig | Mapping[str, Any]) -> str:
     """The task of a saved model: `protein_lm_task` in its config, else inferred from its class.
 
     `config` is a transformers config or the dict of a `config.json`.
@@ -108,8 +111,9 @@ def plan_windows(records: Sequence[FastaRecord], task: str, window: int) -> list
     return items
 
 
-def assemble_predictions(task: str, config: Any, records: Sequence[FastaRecord],
-                         items: Sequence[Item], outputs: Sequence[Any]) -> Predictions:
+def assemble_predictions(task: str, config: PretrainedConfig, records: Sequence[FastaRecord],
+                         items: Sequence[Item],
+                         outputs: Sequence[np.ndarray | float | None]) -> Predictions:
     """Combine per-item outputs into `Predictions` in record order.
 
     `outputs[i]` belongs to `items[i]`: class probabilities (C,) for sequence classification,
@@ -122,8 +126,8 @@ def assemble_predictions(task: str, config: Any, records: Sequence[FastaRecord],
     if task == "regression":
         mean, std = getattr(config, "protein_lm_label_scale", None) or (0.0, 1.0)
         # Undo the training standardisation: predictions in the label unit.
-        preds = tuple(math.nan if o is None else float(o) * std + mean for o in outputs)
-        return Predictions(task, ids, preds, None, None, failed)
+        values = tuple(math.nan if o is None else float(o) * std + mean for o in outputs)
+        return Predictions(task, ids, values, None, None, failed)
     names = tuple(config.id2label[i] for i in range(len(config.id2label)))
     if task == "sequence-classification":  # one item per record, in record order
         probs = np.stack([np.full(len(names), np.nan) if o is None else o for o in outputs])
@@ -132,9 +136,9 @@ def assemble_predictions(task: str, config: Any, records: Sequence[FastaRecord],
         return Predictions(task, ids, preds, probs.astype(np.float32), names, failed)
     sums = [np.zeros((len(rec.sequence), len(names)), dtype=np.float64) for rec in records]
     counts = [np.zeros((len(rec.sequence), 1)) for rec in records]
-    for (r, start, sub), probs in zip(items, outputs):
-        if probs is not None:
-            sums[r][start : start + len(sub)] += probs
+    for (r, start, sub), window_probs in zip(items, outputs):
+        if window_probs is not None:
+            sums[r][start : start + len(sub)] += window_probs
             counts[r][start : start + len(sub)] += 1
     lookup = np.array(names)
     preds = tuple("" if r in bad else "".join(lookup[(s / c).argmax(1)])

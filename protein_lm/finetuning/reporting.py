@@ -31,11 +31,14 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protein_lm.errors import InvalidInputError, require
 from protein_lm.files import atomic_file, atomic_output_dir, atomic_write_text, read_rows
 from protein_lm.sequences import FastaRecord, read_fasta, validate
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "LogEntry",
@@ -93,7 +96,7 @@ def read_training_log(path: str | os.PathLike[str]) -> list[LogEntry]:
     ]
 
 
-def _clean(obj: Any) -> Any:
+def _clean(obj: Any) -> Any:  # any JSON-like value (numpy scalars included)
     """JSON-safe copy: numpy scalars to Python, NaN/inf to None (JSON has no NaN)."""
     if isinstance(obj, Mapping):
         return {str(k): _clean(v) for k, v in obj.items()}
@@ -203,8 +206,8 @@ def plot_training_curves(
 def write_predictions(
     path: str | os.PathLike[str],
     ids: Sequence[str],
-    predictions: Sequence[Any],
-    probabilities: Any = None,
+    predictions: Sequence[str | float],
+    probabilities: np.ndarray | None = None,
     class_names: Sequence[str] | None = None,
 ) -> Path:
     """Write the predictions CSV: `id, prediction` plus `prob_<class>` columns when given.

@@ -106,7 +106,9 @@ def prepare_split(data: Any, task: str, label2id: dict[str, int] | None, source:
     shown = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # a "Map" bar per split is noise in logs; restored below
     try:
-        encoded, id2label = encode_labels(ds, task, label2id, source=source)  # type: ignore[arg-type]
+        encoded, id2label = encode_labels(
+            ds, task, label2id, source=source  # type: ignore[arg-type]
+        )
     finally:
         if shown:
             datasets.enable_progress_bars()
@@ -126,12 +128,15 @@ def prepare_splits(train: Any, validation: Any, test: Any, task: str, *,
     Regression targets are standardised with the training mean and std (kept in `scale`, saved in
     the model config as `protein_lm_label_scale`) so the MSE loss is O(1) whatever the unit.
     """
-    limits = {"max_length": max_length, "length_policy": length_policy}
-    train_s, id2label = prepare_split(train, task, None, source_names[0], **limits)
+    def check(data: Any, label2id: dict[str, int] | None, source: str,
+              ) -> tuple[Split, dict[int, str] | None]:
+        return prepare_split(data, task, label2id, source, max_length=max_length,
+                             length_policy=length_policy)
+
+    train_s, id2label = check(train, None, source_names[0])
     label2id = None if id2label is None else {v: k for k, v in id2label.items()}
-    val_s = prepare_split(validation, task, label2id, source_names[1], **limits)[0]
-    test_s = None if test is None else prepare_split(test, task, label2id, source_names[2],
-                                                     **limits)[0]
+    val_s = check(validation, label2id, source_names[1])[0]
+    test_s = None if test is None else check(test, label2id, source_names[2])[0]
     scale = (0.0, 1.0)
     if task == "regression":
         y = np.asarray(train_s.labels, dtype=np.float64)

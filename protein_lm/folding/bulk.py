@@ -30,7 +30,7 @@ import re
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from protein_lm.distributed import deal, rank_device
 from protein_lm.errors import InvalidInputError
@@ -46,6 +46,9 @@ from protein_lm.folding.results import (
 from protein_lm.folding.structure import read_metadata
 from protein_lm.limits import FOLD_BATCH_RESIDUES
 from protein_lm.sequences import FastaRecord, atomic_write_text, read_fasta
+
+if TYPE_CHECKING:
+    from transformers import EsmForProteinFolding
 
 __all__ = [
     "BulkReport",
@@ -85,7 +88,7 @@ def safe_filename(record_id: str) -> str:
 def fold_fasta(
     input_fasta: str | os.PathLike[str],
     output_dir: str | os.PathLike[str],
-    model: Any = DEFAULT_MODEL,
+    model: EsmForProteinFolding | str | os.PathLike[str] = DEFAULT_MODEL,
     *,
     fmt: Literal["pdb", "cif"] = "pdb",
     shard: tuple[int, int] = (0, 1),

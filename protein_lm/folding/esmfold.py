@@ -27,7 +27,7 @@ import importlib.util
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -47,6 +47,11 @@ from protein_lm.limits import FOLD_BATCH_RESIDUES
 from protein_lm.models import resolve_device, resolve_model, tiny_config
 from protein_lm.sequences import FastaRecord, as_records, validate
 
+if TYPE_CHECKING:
+    import torch
+    from transformers import EsmConfig, EsmForProteinFolding
+
+
 __all__ = [
     "DEFAULT_MODEL",
     "MAX_LENGTH",
@@ -65,7 +70,7 @@ __all__ = [
 ]
 
 
-def tiny_folding_config(**overrides: Any) -> Any:
+def tiny_folding_config(**overrides: Any) -> EsmConfig:
     """A tiny random ESMFold `EsmConfig` (2-layer ESM-2 of width 32, one trunk block).
 
     Structures from it are meaningless; the plumbing (shapes, writers, chunking) is the real one.
@@ -93,7 +98,7 @@ def tiny_folding_config(**overrides: Any) -> Any:
 
 def load_folding_model(
     name_or_path: str = DEFAULT_MODEL, *, device: str | None = None, seed: int = 0
-) -> Any:
+) -> EsmForProteinFolding:
     """Load ESMFold (hub id, local dir or `tiny`): language model fp16 on GPU, fp32 on CPU.
 
     The trunk, heads and structure module stay in float32 on every device (as in fair-esm and
@@ -147,7 +152,7 @@ def load_folding_model(
     return place(model, device)
 
 
-def _load_kwargs(device: str) -> dict[str, Any]:
+def _load_kwargs(device: str) -> dict[str, torch.device]:
     """Extra `from_pretrained` arguments for `device`: CUDA streams the weights onto the device.
 
     >>> _load_kwargs("cpu")
@@ -162,7 +167,9 @@ def _load_kwargs(device: str) -> dict[str, Any]:
     return {"device_map": dev} if dev.type == "cuda" else {}
 
 
-def build_folder(model: Any, options: FoldOptions | None = None) -> Folder:
+def build_folder(
+    model: EsmForProteinFolding | str | os.PathLike[str], options: FoldOptions | None = None
+) -> Folder:
     """A `runtime.Folder` for a loaded model, or for a name loaded with `load_folding_model`."""
     options = FoldOptions() if options is None else options
     if not isinstance(options, FoldOptions):
@@ -201,7 +208,7 @@ def parse_chains(sequence: str, record_id: str = "sequence") -> tuple[str, ...]:
 
 def fold(
     sequences: str | Mapping[str, str] | Iterable[str | FastaRecord] | os.PathLike[str],
-    model: Any = DEFAULT_MODEL,
+    model: EsmForProteinFolding | str | os.PathLike[str] = DEFAULT_MODEL,
     *,
     options: FoldOptions | None = None,
     device: str | None = None,
@@ -268,7 +275,7 @@ def fold(
 
 def iter_fold(
     items: list[FoldInput],
-    model: Any,
+    model: EsmForProteinFolding | str | os.PathLike[str],
     *,
     options: FoldOptions | None = None,
     device: str | None = None,
@@ -331,7 +338,10 @@ def prepare(
             )
             continue
         # fair-esm's scheme: chain k and the linker after it are numbered from start + k * offset.
-        residx, real, chain_index, start = [], [], [], 0
+        residx: list[int] = []
+        real: list[bool] = []
+        chain_index: list[int] = []
+        start = 0
         for k, chain in enumerate(chains):
             n = len(chain) + (linker_length if k < len(chains) - 1 else 0)
             residx.extend(

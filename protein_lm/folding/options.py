@@ -109,6 +109,6 @@ def fold_options(options: FoldOptions | None = None, **kwargs: Any) -> FoldOptio
     return options
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> bool:
     """An integer (numpy's too) that is not a bool (True is not a batch budget)."""
     return isinstance(value, Integral) and not isinstance(value, bool)

@@ -26,7 +26,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -34,6 +34,10 @@ from protein_lm.errors import ProteinLMError, require
 from protein_lm.folding.structure import CHAIN_IDS, Structure, structure_format
 from protein_lm.limits import FOLD_MAX_RESIDUES
 from protein_lm.sequences import atomic_write_text
+
+if TYPE_CHECKING:
+    import torch
+    from transformers.models.esm.modeling_esmfold import EsmForProteinFoldingOutput
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -231,7 +235,8 @@ class FoldInput:
 
 
 def decode_output(
-    items: list[FoldInput], output: Any, *, device: str, chunk_size: int | None
+    items: list[FoldInput], output: EsmForProteinFoldingOutput, *, device: str,
+    chunk_size: int | None
 ) -> list[FoldResult]:
     """One `FoldResult` per item from the output of `EsmForProteinFolding` on their batch.
 
@@ -282,7 +287,7 @@ def decode_output(
     return results
 
 
-def interface_ptm(logits: Any, chain_index: np.ndarray, max_bin: float = 31.0) -> float:
+def interface_ptm(logits: torch.Tensor, chain_index: np.ndarray, max_bin: float = 31.0) -> float:
     """ipTM as in AlphaFold-Multimer: pTM restricted to residue pairs in different chains.
 
     `logits` is ESMFold's `ptm_logits` of one structure on real residues, shape (L, L, bins);

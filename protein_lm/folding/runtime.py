@@ -27,8 +27,8 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +47,10 @@ from protein_lm.folding.results import (  # interface_ptm is re-exported (it liv
     decode_output,
     interface_ptm,
 )
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import EsmForProteinFolding
 
 __all__ = [
     "CHUNK_SIZES",
@@ -69,7 +73,7 @@ class Folder:
     the precision policy (`place`) and kept on its device unless `options.device` is given.
     """
 
-    def __init__(self, model: Any, options: FoldOptions | None = None) -> None:
+    def __init__(self, model: EsmForProteinFolding, options: FoldOptions | None = None) -> None:
         options = FoldOptions() if options is None else options
         if not isinstance(options, FoldOptions):
             raise TypeError(
@@ -238,7 +242,7 @@ class _NonFinite(Exception):
         self.where, self.rows = where, rows
 
 
-def _bad_rows(tensors: Any, mask: Any) -> list[int]:
+def _bad_rows(tensors: Sequence[torch.Tensor], mask: torch.Tensor) -> list[int]:
     """Batch rows with a non-finite value at a real position; tensors (B, T, ...), mask (B, T)."""
     bad = None
     for t in tensors:
@@ -247,7 +251,9 @@ def _bad_rows(tensors: Any, mask: Any) -> list[int]:
     return [] if bad is None else bad.any(-1).nonzero().flatten().tolist()
 
 
-def _check_language_model(module: Any, args: Any, kwargs: Any, output: Any) -> None:
+# Forward hooks (`register_forward_hook`): the modules' inputs and outputs (a ModelOutput / dict).
+def _check_language_model(module: torch.nn.Module, args: tuple[Any, ...],
+                          kwargs: dict[str, Any], output: Mapping[str, Any]) -> None:
     mask = kwargs.get("attention_mask")  # (B, T) real tokens incl. cls/eos
     hidden = output["hidden_states"]  # per layer (B, T, D)
     mask = hidden[0].new_ones(hidden[0].shape[:2], dtype=bool) if mask is None else mask.bool()
@@ -256,7 +262,8 @@ def _check_language_model(module: Any, args: Any, kwargs: Any, output: Any) -> N
         raise _NonFinite("language model output", rows)
 
 
-def _check_trunk(module: Any, args: Any, output: Any) -> None:
+def _check_trunk(module: torch.nn.Module, args: tuple[Any, ...],
+                 output: Mapping[str, Any]) -> None:
     mask = args[4].bool()  # trunk(s_s_0, s_z_0, aa, position_ids, mask): (B, L)
     rows = _bad_rows([output["s_s"], output["s_z"]], mask)  # (B, L, C), (B, L, L, C)
     if rows:
@@ -273,12 +280,13 @@ def non_finite_fields(result: FoldResult) -> list[str]:
     >>> non_finite_fields(r)
     ['plddt']
     """
-    values = {"positions": result.positions, "plddt": result.plddt, "pae": result.pae,
-              "ptm": result.ptm, "iptm": 0.0 if result.iptm is None else result.iptm}  # fmt: skip
+    values: dict[str, np.ndarray | float] = {
+        "positions": result.positions, "plddt": result.plddt, "pae": result.pae,
+        "ptm": result.ptm, "iptm": 0.0 if result.iptm is None else result.iptm}  # fmt: skip
     return [name for name, v in values.items() if not np.isfinite(v).all()]
 
 
-def place(model: Any, device: str) -> Any:
+def place(model: EsmForProteinFolding, device: str) -> EsmForProteinFolding:
     """Move to `device`, language model in fp16 on CUDA and fp32 elsewhere; eval mode, no grad.
 
     fp16 halves the 3B language model's memory on GPU; on CPU half precision is slow or unsupported

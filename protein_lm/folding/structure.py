@@ -17,12 +17,18 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import numpy as np
 
 from protein_lm.errors import InvalidInputError, StructureWriteError, require
 from protein_lm.sequences import atomic_write_text
+
+if TYPE_CHECKING:
+    from biotite.structure import AtomArray, AtomArrayStack
+
+# What the comparisons take: an AtomArray (of a stack, the first model), a `Structure` or a path.
+_StructureLike: TypeAlias = "AtomArray | AtomArrayStack | Structure | str | os.PathLike[str]"
 
 __all__ = [
     "CHAIN_IDS",
@@ -160,7 +166,9 @@ class Structure:
         return self.to_pdb() if fmt == "pdb" else self.to_mmcif(name)
 
     @classmethod
-    def from_atom_array(cls, atoms: Any, metadata: Mapping[str, str] | None = None) -> Structure:
+    def from_atom_array(
+        cls, atoms: AtomArray, metadata: Mapping[str, str] | None = None
+    ) -> Structure:
         """A `Structure` from a biotite `AtomArray` (B-factors from `b_factor`, else 0)."""
         b = (
             atoms.b_factor
@@ -178,7 +186,7 @@ class Structure:
             dict(metadata or {}),
         )
 
-    def to_atom_array(self) -> Any:
+    def to_atom_array(self) -> AtomArray:
         """A `biotite.structure.AtomArray` with the same atoms and annotations."""
         struc = require("biotite.structure", "fold")
         arr = struc.AtomArray(len(self))
@@ -219,7 +227,9 @@ def structure_format(
     return "cif" if Path(path).suffix.lower() in (".cif", ".mmcif") else "pdb"
 
 
-def load_structure(path: str | os.PathLike[str], model: int = 1, chain: str | None = None) -> Any:
+def load_structure(
+    path: str | os.PathLike[str], model: int = 1, chain: str | None = None
+) -> AtomArray:
     """One model of a PDB/mmCIF file as a biotite `AtomArray` (amino acids, with B-factors)."""
     io = require("biotite.structure.io", "fold")
     struc = require("biotite.structure", "fold")
@@ -255,7 +265,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     return out
 
 
-def ca_rmsd(reference: Any, subject: Any, superimpose: bool = True) -> float:
+def ca_rmsd(reference: _StructureLike, subject: _StructureLike, superimpose: bool = True) -> float:
     """CA RMSD (Angstrom) after optimal superposition (Kabsch, biotite) of equal-length structures.
 
     Use `compare` for structures whose residues differ (it pairs them by sequence alignment first).
@@ -271,7 +281,7 @@ def ca_rmsd(reference: Any, subject: Any, superimpose: bool = True) -> float:
     return float(struc.rmsd(ref, sub))
 
 
-def tm_score(reference: Any, model: Any) -> float:
+def tm_score(reference: _StructureLike, model: _StructureLike) -> float:
     """TM-score (0-1) of `model` vs `reference` by TM-align (tmtools), normed by the reference."""
     tmtools = require("tmtools", "fold")
     ref, mod = _ca(reference), _ca(model)
@@ -284,14 +294,14 @@ def tm_score(reference: Any, model: Any) -> float:
     return float(res.tm_norm_chain2)  # chain2 is the reference
 
 
-def secondary_structure(atoms: Any) -> str:
+def secondary_structure(atoms: AtomArray) -> str:
     """Per-residue 3-state secondary structure (H helix, E strand, C coil) by biotite's P-SEA."""
     struc = require("biotite.structure", "fold")
     sse = struc.annotate_sse(atoms)  # 'a' helix, 'b' strand, 'c' coil, '' for non-amino acids
     return "".join({"a": "H", "b": "E"}.get(s, "C") for s in sse)
 
 
-def compare(model: Any, reference: Any) -> Comparison:
+def compare(model: _StructureLike, reference: _StructureLike) -> Comparison:
     """Compare a predicted `model` with a `reference` (AtomArray, `Structure` or file path).
 
     Residues are paired by a global alignment of the two CA sequences (BLOSUM62), so missing or
@@ -388,7 +398,7 @@ def _cif_value(value: str) -> str:
     return f'"{value}"'
 
 
-def _ca(atoms: Any) -> Any:
+def _ca(atoms: _StructureLike) -> AtomArray:
     """CA atoms of an AtomArray, `Structure` or path (first model, amino acids only)."""
     if isinstance(atoms, (str, os.PathLike)):
         atoms = load_structure(atoms)
@@ -402,7 +412,7 @@ def _ca(atoms: Any) -> Any:
     return ca
 
 
-def _one_letter(ca: Any) -> str:
+def _one_letter(ca: AtomArray) -> str:
     seq = require("biotite.sequence", "fold")
     out = []
     for name in ca.res_name:

@@ -1,4 +1,4 @@
-"""Predict with a fine-tuned model directory in PyTorch (written by `finetune` or `save_pretrained`).
+"""Predict in PyTorch with a fine-tuned model directory (from `finetune` or `save_pretrained`).
 
 Sequences are run in length-sorted token-budget batches and returned in input order. Windows for
 long sequences, task inference and the assembly of the result are shared with the Keras path

@@ -150,7 +150,7 @@ class TokenBudgetTrainer(Trainer):
             DataLoader(ds, batch_sampler=sampler, collate_fn=self.data_collator, num_workers=0)
         )
         wrapper = getattr(loader, "batch_sampler", None)
-        if getattr(wrapper, "batch_sampler", None) is sampler:
+        if wrapper is not None and getattr(wrapper, "batch_sampler", None) is sampler:
             wrapper.num_processes, wrapper.process_index = 1, 0  # already sharded by rank
         return loader
 

@@ -300,9 +300,12 @@ def finetune(
         stack.enter_context(_caller_random_states_kept(state))
         transformers.set_seed(config.seed)  # classifier head init of pretrained models
         tmp = _shared_tmp_dir(state, stack, Path(output_dir), overwrite)
-        model = load_model(config.model, task, id2label=splits.id2label, seed=config.seed,
-                           device="cpu", attn_implementation=config.attn_implementation,
-                           config_overrides=dict(config.model_overrides) or None)
+        model = load_model(
+            config.model, task,  # type: ignore[arg-type]
+            id2label=splits.id2label, seed=config.seed, device="cpu",
+            attn_implementation=config.attn_implementation,  # type: ignore[arg-type]
+            config_overrides=dict(config.model_overrides) or None,
+        )
         if config.lora:
             model = wrap_lora(model, task, config.lora_rank)
         trainer, recorder = _trainer(config, plan, splits, model, tmp, state, extra_metrics)

@@ -183,7 +183,7 @@ def _checkpoint_files(name_or_path: str) -> tuple[dict[str, Any], list[Path]]:
                                   local_files_only=source.local_files_only)
         weights = hub.hf_hub_download(source.name, "model.safetensors",
                                       local_files_only=source.local_files_only)
-    except Exception as exc:  # noqa: BLE001 - any hub failure: say what to do
+    except Exception as exc:  # any hub failure: say what to do
         raise ModelNotFoundError(
             f"Could not get model.safetensors of {source.name!r} ({exc}); download it once while "
             f"online (`hf download {source.name}`) or pass a local model directory"
@@ -271,7 +271,7 @@ def load_tf_model(
         return model
     config, files = _checkpoint_files(name_or_path)
     safetensors_numpy = require("safetensors.numpy", "tf")
-    state: dict[str, np.ndarray] = {}
+    state = {}
     for file in files:
         state.update(safetensors_numpy.load_file(str(file)))
     cfg, relabelled = _hf_config(config, task, num_labels, id2label)

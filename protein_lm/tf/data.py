@@ -63,7 +63,9 @@ def train_dataset(
     """Endless `tf.data` stream of dynamically padded token-budget batches, reshuffled."""
     import tensorflow as tf
 
-    collate = Collator(task, max_length=config.max_length, pad_to_multiple_of=multiple)
+    collate = Collator(
+        task, max_length=config.max_length, pad_to_multiple_of=multiple  # type: ignore[arg-type]
+    )
     # Batch by the padded width the collator will produce, so the budget holds after rounding.
     lengths = [
         round_len(min(len(s) + 2, config.max_length), multiple) - 2 for s in split.sequences

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from protein_lm.cli import main  # noqa: E402
+from protein_lm.cli import main
 
 
 def _finetune(train: Path, val: Path, out: Path, task: str, *extra: str) -> list[str]:
@@ -107,3 +107,18 @@ def test_finetune_refuses_a_regular_file_as_output_dir(tmp_path, capsys, overwri
     assert err.count("\n") == 0 and "afile' is a file, not a folder" in err
     assert afile.read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "t.csv"]
+
+
+def test_embed_removes_a_torn_temp_file_left_by_a_killed_save(tmp_path, capsys) -> None:
+    import socket
+
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">a\nMKTAYIAK\n>b\nMKV\n")
+    host = socket.gethostname().split(".")[0]
+    host = "".join(c if c.isalnum() or c == "-" else "-" for c in host) or "host"
+    torn = tmp_path / f".o.npz.999999999@{host}.abcd1234.tmp"  # no such process: killed
+    torn.write_bytes(b"PK\x03\x04 half")
+    assert main(["embed", "--model", "tiny", str(fasta), "-o", str(tmp_path / "o.npz"),
+                 "--no-progress"]) == 0
+    assert not torn.exists() and (tmp_path / "o.npz").is_file()
+    assert not list(tmp_path.glob(".*.tmp"))
