@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from protein_lm.errors import ModelNotFoundError, require
+from protein_lm.errors import InvalidInputError, ModelNotFoundError, require
 from protein_lm.limits import MAX_TOKENS
 from protein_lm.sequences import ESM2_TOKENS, MASK_ID, PAD_ID
 
@@ -31,6 +31,7 @@ __all__ = [
     "load_model",
     "load_config",
     "resolve_device",
+    "check_device",
     "resolve_model",
     "ModelSource",
     "label_config_kwargs",
@@ -102,11 +103,49 @@ def tiny_config(
 
 
 def resolve_device(device: str | None = None) -> str:
-    """`device` if given, else "cuda" when available, else "cpu"."""
+    """`device` if given (checked by `check_device`), else "cuda" when available, else "cpu"."""
     if device:
+        check_device(device)
         return device
     torch = require("torch", "torch")
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(device: str | torch.device | None, option: str = "device") -> None:
+    """Raise `InvalidInputError` if `device` names a device this machine does not have.
+
+    The one availability check (the CLI calls it with `option="--device"` before any file is
+    made; `resolve_device`, hence every loader, calls it too). `None` and "cpu" always pass, and
+    torch is imported only for other devices.
+    """
+    if not device or device == "cpu":
+        return
+    torch = require("torch", "torch")
+    kind, _, index = str(device).partition(":")  # a torch.device works too
+    # "--device cuda ... use --device cpu" on the command line, "device='cuda'" in Python
+    flag = option.startswith("--")
+    name, cpu = (f"{option} {device}", f"{option} cpu") if flag else (
+        f"{option}={device!r}", f"{option}='cpu'")
+    if kind == "cuda":
+        backend, fix = torch.cuda, "torch.cuda.is_available() is False"
+    elif kind == "xpu" and hasattr(torch, "xpu"):
+        backend, fix = torch.xpu, "torch.xpu.is_available() is False"
+    elif kind == "mps":
+        if not torch.backends.mps.is_available():
+            raise InvalidInputError(f"{name}: MPS is not available on this machine "
+                                    f"(torch.backends.mps.is_available() is False); use {cpu}")
+        return
+    else:  # meta and other kinds the CLI never passes: torch itself judges them
+        return
+    label = kind.upper()
+    if not backend.is_available():
+        raise InvalidInputError(f"{name}: {label} is not available on this machine ({fix}); "
+                                f"use {cpu}")
+    count = backend.device_count()
+    if index.isdigit() and int(index) >= count:
+        raise InvalidInputError(
+            f"{name}: this machine has {count} {label} device(s), {kind}:0 to "
+            f"{kind}:{count - 1}; use one of those or {cpu}")
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

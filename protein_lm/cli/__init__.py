@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from protein_lm.cli import embed, finetune, fold, predict, score
 from protein_lm.cli.common import common_options_applied
 from protein_lm.errors import MissingExtraError, ProteinLMError
+from protein_lm.models import check_device
 
 __all__ = ["build_parser", "main"]
 
@@ -42,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `protein-lm`; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
+        # Before any input is read or file made: a device this machine lacks is a usage error.
+        check_device(getattr(args, "device", None), "--device")
         with common_options_applied(args):
             return _COMMANDS[args.command].run(args)
     except MissingExtraError as exc:
