@@ -8,6 +8,9 @@ replaces the hub client's retry loop), naming the two offline alternatives.
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
     import torch
     from transformers import EsmConfig, PretrainedConfig, PreTrainedModel
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "ESM2_PRESETS",
     "TASKS",
@@ -32,6 +37,7 @@ __all__ = [
     "load_config",
     "resolve_device",
     "check_device",
+    "check_safetensors",
     "resolve_model",
     "ModelSource",
     "label_config_kwargs",
@@ -197,6 +203,109 @@ class ModelSource:
 
 # Weight files transformers or torch may have written that are pickles: refused, never loaded.
 _PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json", "*.bin", "*.pt", "*.pth", "*.ckpt")
+SAFE_WEIGHTS = "model.safetensors"
+SAFE_INDEX = "model.safetensors.index.json"
+_FIX = "re-save or re-download the model"
+# Bytes per element of each safetensors dtype (the format's own list); an unknown dtype
+# skips only the size check of its tensor.
+_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2,
+             "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+_MAX_HEADER = 100_000_000  # the safetensors library refuses larger headers too
+
+
+def check_safetensors(folder: str | os.PathLike[str]) -> list[Path]:
+    """The weight files of a local model folder, each validated before any loader opens it.
+
+    Exactly `model.safetensors`, else the shards named by `model.safetensors.index.json` (as
+    transformers picks them); any other `*.safetensors` is ignored with a warning naming it.
+    Each file's header is checked as the safetensors library would: the 8-byte little-endian
+    length, a JSON header, and tensors that tile the data exactly (no gap, nothing past the end
+    of the file). Raises `ModelNotFoundError` when there are no safetensors weights (pickles are
+    never opened) and `InvalidInputError` (one line: the file and the fix) for a damaged one.
+    """
+    path = Path(folder)
+    if (path / SAFE_WEIGHTS).is_file():
+        files = [path / SAFE_WEIGHTS]
+    elif (path / SAFE_INDEX).is_file():
+        files = _index_files(path / SAFE_INDEX)
+    else:
+        others = sorted(f.name for f in path.glob("*.safetensors"))
+        pickled = sorted({f.name for pat in _PICKLED for f in path.glob(pat)})
+        found = f"it has only {', '.join(others + pickled)}; " if others + pickled else ""
+        raise ModelNotFoundError(
+            f"Model folder {str(path)!r} has no model.safetensors (nor {SAFE_INDEX}); {found}"
+            "pickled weights (pytorch_model.bin, *.pt) are refused on purpose because loading a "
+            "pickle can run code; re-save the model with "
+            "`save_pretrained(..., safe_serialization=True)`")
+    ignored = sorted(set(path.glob("*.safetensors")) - set(files))
+    if ignored:
+        log.warning("%s: ignoring %s (not %s nor named by %s)", path,
+                    ", ".join(f.name for f in ignored), SAFE_WEIGHTS, SAFE_INDEX)
+    for f in files:
+        _check_safetensors_file(f)
+    return files
+
+
+def _index_files(index: Path) -> list[Path]:
+    """The shard files `model.safetensors.index.json` names (each present), in name order."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InvalidInputError(f"{index}: not a valid safetensors index ({exc}); {_FIX}") from None
+    files = []
+    for name in names:
+        shard = index.parent / str(name)
+        if not isinstance(name, str) or Path(name).name != name or not shard.is_file():
+            raise InvalidInputError(
+                f"{index} names {name!r}, which is not a file in {index.parent}; {_FIX}")
+        files.append(shard)
+    return files
+
+
+def _check_safetensors_file(path: Path) -> None:
+    """Raise `InvalidInputError` if `path` is not a complete safetensors file."""
+    problem = _safetensors_problem(path)
+    if problem:
+        raise InvalidInputError(f"{path}: damaged safetensors file ({problem}); {_FIX}")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            return f"{size} bytes, shorter than the 8-byte header length"
+        n = int.from_bytes(head, "little")
+        if n > _MAX_HEADER or 8 + n > size:
+            return f"header length {n} but the file has {size} bytes"
+        try:
+            header = json.loads(fh.read(n))
+        except (ValueError, UnicodeDecodeError):
+            return "the header is not JSON"
+    if not isinstance(header, dict):
+        return "the header is not a JSON object"
+    spans = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = (int(x) for x in info["data_offsets"])
+            numel = math.prod(int(d) for d in info["shape"])
+            dtype = str(info["dtype"])
+        except (KeyError, TypeError, ValueError):
+            return f"tensor {name!r} has no valid dtype, shape and data_offsets"
+        if dtype in _ITEMSIZE and end - begin != numel * _ITEMSIZE[dtype]:
+            return f"tensor {name!r} spans {end - begin} bytes, its shape needs more or fewer"
+        spans.append((begin, end, name))
+    at, data = 0, size - 8 - n
+    for begin, end, name in sorted(spans):
+        if begin != at or end < begin:
+            return f"tensor {name!r} starts at byte {begin} of the data, expected {at}"
+        at = end
+    if at != data:
+        return f"the tensors need {at} bytes of data, the file holds {data}"
+    return None
 
 
 def _looks_like_path(name: str) -> bool:
@@ -216,7 +325,7 @@ def resolve_model(name_or_path: str, *, weights: bool = True) -> ModelSource:
     """Resolve a preset key, hub id or local directory; the one lookup every loader uses.
 
     A local directory must hold `config.json` and (with `weights=True`) safetensors weights
-    (`model.safetensors` or shards). Pickled weights (`pytorch_model.bin`, `*.pt`) are refused
+    (`model.safetensors` or shards, validated by `check_safetensors`). Pickled weights (`pytorch_model.bin`, `*.pt`) are refused
     on purpose and never opened: unpickling can run arbitrary code. A path-like value (see
     `_looks_like_path`) that does not exist is reported as a missing folder; a hub id must be
     cached or the hub reachable. Anything else raises `ModelNotFoundError` with a one-line
@@ -229,13 +338,8 @@ def resolve_model(name_or_path: str, *, weights: bool = True) -> ModelSource:
             raise ModelNotFoundError(
                 f"Model folder {str(path)!r} has no config.json; it is not a model directory "
                 "(pass a folder written by `protein-lm finetune` or `save_pretrained`)")
-        if weights and not any(path.glob("*.safetensors")):
-            pickled = sorted({f.name for pat in _PICKLED for f in path.glob(pat)})
-            found = f"it has only {', '.join(pickled)}, " if pickled else ""
-            raise ModelNotFoundError(
-                f"Model folder {str(path)!r} has no model.safetensors; {found}pickled weights "
-                "(pytorch_model.bin, *.pt) are refused on purpose because loading a pickle can run "
-                "code; re-save the model with `save_pretrained(..., safe_serialization=True)`")
+        if weights:
+            check_safetensors(path)  # the weight files, validated before any loader opens them
         return ModelSource(str(path), local=True, local_files_only=True)
     if path.exists():
         raise ModelNotFoundError(f"Model {name!r} is a file, not a model directory")

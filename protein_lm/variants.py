@@ -187,7 +187,7 @@ def parse_mutants(
 def score_mutations(
     model: Any,
     wild_type: str,
-    mutants: Sequence[str] | Sequence[tuple[Mutation, ...]],
+    mutants: Sequence[str | tuple[Mutation, ...]],
     *,
     strategy: Strategy = "masked-marginals",
     offset: int = 1,
@@ -199,8 +199,10 @@ def score_mutations(
     `mutants` are strings (parsed and checked with `offset`) or already parsed tuples.
     """
     wt = _check_wild_type(wild_type)
-    parsed = [parse_mutant(m, wt, offset, row=i) if isinstance(m, str) else m
-              for i, m in enumerate(mutants)]
+    parsed: list[tuple[Mutation, ...]] = [
+        parse_mutant(m, wt, offset, row=i) if isinstance(m, str) else m
+        for i, m in enumerate(mutants)
+    ]
     scores = _score(model, wt, parsed, strategy, max_tokens, progress)
     names = [m if isinstance(m, str) else ":".join(f"{x.wt}{x.position}{x.mut}" for x in m)
              for m in mutants]
@@ -359,6 +361,8 @@ def _score(
             out.append(cache[key] - ref)
         return np.asarray(out, dtype=np.float64)
     positions = sorted({m.index for muts in parsed for m in muts})
+    # position index -> log-probabilities over the vocabulary (a (L, V) array is indexed alike)
+    lp: np.ndarray | dict[int, np.ndarray]
     if strategy == "wt-marginals":
         lp = _wt_logprobs(model, wt)
     else:

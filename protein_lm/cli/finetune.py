@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from protein_lm.cli.common import add_common_options
 from protein_lm.errors import InvalidInputError
 from protein_lm.finetuning.config import FINETUNE_TASKS, SELECTION_METRIC
+
+if TYPE_CHECKING:
+    from protein_lm.pt.training import FinetuneResult
+    from protein_lm.tf.training import TFFinetuneResult
 
 __all__ = ["add_parser", "run"]
 
@@ -77,12 +82,18 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision, length_policy=args.length_policy,
         progress=not getattr(args, "no_progress", False),
     )
+    names = [str(f) if f is not None else "test" for f in files]
+    result: TFFinetuneResult | FinetuneResult
     if args.framework == "tf":
-        from protein_lm.tf.training import TFFinetuneConfig as Config
-        from protein_lm.tf.training import finetune
+        from protein_lm.tf.training import TFFinetuneConfig
+        from protein_lm.tf.training import finetune as tf_finetune
+
+        result = tf_finetune(*tables, config=TFFinetuneConfig(**common),
+                             output_dir=args.output_dir, overwrite=args.overwrite,
+                             source_names=names)
     else:
-        from protein_lm.pt.training import FinetuneConfig as Config
-        from protein_lm.pt.training import finetune
+        from protein_lm.pt.training import FinetuneConfig
+        from protein_lm.pt.training import finetune as pt_finetune
 
         common.update(
             lora=args.lora, lora_rank=args.lora_rank,
@@ -90,9 +101,9 @@ def run(args: argparse.Namespace) -> int:
             gradient_checkpointing=args.gradient_checkpointing,
             attn_implementation=args.attn_implementation, device=getattr(args, "device", None),
         )
-    result = finetune(*tables, config=Config(**common), output_dir=args.output_dir,
-                      overwrite=args.overwrite,
-                      source_names=[str(f) if f is not None else "test" for f in files])
+        result = pt_finetune(*tables, config=FinetuneConfig(**common),
+                             output_dir=args.output_dir, overwrite=args.overwrite,
+                             source_names=names)
     key = SELECTION_METRIC[args.task]
     line = (f"validation {key} {result.validation.get(key, float('nan')):.4f} "
             f"(best step {result.best_step} of {result.steps})")

@@ -31,14 +31,16 @@ def run(args: argparse.Namespace) -> int:
     records = read_predict_input(args.input)  # all input checked before the model is loaded
     with output_lock(args.output):  # one writer per output file
         if args.framework == "tf":
-            from protein_lm.tf.predict import predict  # TF places the model itself (no --device)
+            from protein_lm.tf.predict import predict as tf_predict
 
-            result = predict(model_dir, records, batch_tokens=args.batch_tokens)
+            # TF places the model itself (no --device)
+            result = tf_predict(model_dir, records, batch_tokens=args.batch_tokens)
         else:
-            from protein_lm.pt.predict import predict
+            from protein_lm.pt.predict import predict as pt_predict
 
-            result = predict(model_dir, records, batch_tokens=args.batch_tokens,
-                             device=args.device, progress=not getattr(args, "no_progress", False))
+            result = pt_predict(model_dir, records, batch_tokens=args.batch_tokens,
+                                device=args.device,
+                                progress=not getattr(args, "no_progress", False))
         result.to_csv(args.output)
     print(f"{len(result.ids)} predictions ({result.task}) written to {args.output}")
     if result.failed:
