@@ -21,9 +21,11 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(PY) -m protein_lm.demo
 
+# tests: 2 xdist workers, one test module per unit of work, modules with slow tests first
+# (tests/conftest.py); notebooks: nbval runs every cell, notebooks/conftest.py checks the outputs.
 test: setup
-	$(VENV)/bin/pytest tests
-	PROTEIN_LM_SMOKE=1 $(VENV)/bin/pytest --nbval-lax --current-env notebooks/
+	$(VENV)/bin/pytest -n 2 --dist loadscope --no-loadscope-reorder --durations=25 tests
+	PROTEIN_LM_SMOKE=1 $(VENV)/bin/pytest --nbval-lax --current-env --durations=25 notebooks/
 
 lint: setup
 	$(VENV)/bin/ruff check protein_lm

@@ -3,12 +3,13 @@
 Bulk runs (`embed_to_file`) are resumable and atomic: records are cut, in input order, into
 shards of `shard_size`; each shard is written to a temporary file and renamed into place
 (`os.replace`), so a shard file is either complete or absent. A rerun with the same input and
-options skips finished shards; a folder holding shards of other input or options is refused
-(its `manifest.json` does not match) rather than mixed. Every record is checked (ids, lengths
-against `long_policy`) before the folder is created, and a run that fails before its first shard
-removes the folder it created, so the corrected command can start at once. The final
-`.npz`/`.npy`/`.parquet` file is written the same way, then the shard folder `<output>.parts/` is
-removed. An output without a suffix is a shard folder itself (read it with `load_embeddings`).
+options skips finished shards; a folder holding shards of other input, weights or options is
+refused (its `manifest.json`, `protein_lm.provenance`, does not match) rather than mixed.
+Every record is checked (ids, lengths against `long_policy`) before the folder is created, and a
+run that fails before its first shard removes the folder (or manifest) it created, so the
+corrected command can start at once. The final `.npz`/`.npy`/`.parquet` file is written the same
+way, then the shard folder `<output>.parts/` is removed. An output without a suffix is a shard
+folder itself (read it with `load_embeddings`).
 Several processes or jobs can share one output (`shard=(i, n)`: the shard files that
 `protein_lm.distributed.deal` gives shard i, weighted by their residues): each writes only its
 shard files, and a run with
@@ -24,8 +25,6 @@ first requested layer (N, D) and `<stem>.ids.txt` beside it holds the ids, one p
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -39,6 +38,7 @@ from protein_lm.distributed import check_shard, deal
 from protein_lm.embeddings import Embeddings, check_records, embed
 from protein_lm.errors import InvalidInputError, require
 from protein_lm.files import atomic_file, atomic_write_text
+from protein_lm.provenance import MANIFEST, Manifest, claim, stamp, weights_fingerprint
 from protein_lm.sequences import FastaRecord, as_records
 
 if TYPE_CHECKING:
@@ -183,13 +183,16 @@ def embed_to_file(
     shard_size: int = 1000,
     model_name: str = "",
     shard: tuple[int, int] = (0, 1),
+    weights: str | None = None,
     **embed_kwargs: Any,
 ) -> Path:
     """Embed many sequences into `output` (.npz, .npy, .parquet or a folder), resumably.
 
     `embed_kwargs` go to `embeddings.embed` (layers, per_residue, contacts, max_tokens, strategy,
-    long_policy, progress). `model_name` is recorded in the manifest, so a rerun with another
-    model refuses to reuse shards. `shard=(i, n)` with n > 1 embeds only shard i's shard files
+    long_policy, progress). The manifest records `weights` (`provenance.weights_fingerprint`;
+    default: of `model`'s tensors), the options, every record's sequence hash and, for
+    people, `model_name`: a rerun or merge with any of them changed is refused before a shard
+    is written. `shard=(i, n)` with n > 1 embeds only shard i's shard files
     (`protein_lm.distributed.deal`, weighted by residues) into the shard folder and returns that
     folder, leaving the final file to a run with `n == 1` (which embeds whatever is still
     missing, then merges).
@@ -205,23 +208,28 @@ def embed_to_file(
     # Every record is checked before anything is written, so bad input leaves no folder behind.
     check_records(records, long_policy=embed_kwargs.get("long_policy", "error"))
     parts_dir = output if suffix == "" else output.with_name(output.name + ".parts")
-    options = {k: v for k, v in sorted(embed_kwargs.items()) if k not in ("progress", "num_threads")}
-    digest = hashlib.sha256()
-    for r in records:
-        digest.update(f"{r.id}\t{r.sequence}\n".encode())
-    manifest = {"records": len(records), "shard_size": shard_size, "input_sha256":
-                digest.hexdigest(), "model": model_name, "options": json.loads(json.dumps(
-                    options, default=str))}
+    options = {k: v for k, v in embed_kwargs.items() if k not in ("progress", "num_threads")}
+    manifest = Manifest.of(weights_fingerprint(model) if weights is None else weights,
+                           {**options, "shard_size": shard_size,
+                            "dtype": str(getattr(model, "dtype", ""))},  # float16 differs
+                           ((r.id, r.sequence) for r in records), model_name)
     created = not parts_dir.exists()
     parts_dir.mkdir(parents=True, exist_ok=True)
+    claimed = False
     try:
+        # An older version's manifest is replaced only while no shard of it is there.
+        claimed = claim(parts_dir, manifest, same_records=True,
+                        replace_old=not any(parts_dir.glob("shard-*.npz")))
         shard_paths = _write_shards(model, records, parts_dir, manifest, shard_size, embed_kwargs,
                                     shard)
     except BaseException:
         # Failed before any shard was finished (e.g. a bad --layers): leave nothing behind, so
         # the corrected command is not refused as "a different run".
-        if created and not any(parts_dir.glob("shard-*.npz")):
-            shutil.rmtree(parts_dir, ignore_errors=True)
+        if not any(parts_dir.glob("shard-*.npz")):
+            if created:
+                shutil.rmtree(parts_dir, ignore_errors=True)
+            elif claimed:
+                (parts_dir / MANIFEST).unlink(missing_ok=True)
         raise
     if suffix == "" or count > 1:
         return parts_dir
@@ -231,18 +239,10 @@ def embed_to_file(
 
 
 def _write_shards(model: PreTrainedModel, records: list[FastaRecord], parts_dir: Path,
-                  manifest: dict[str, Any], shard_size: int, embed_kwargs: dict[str, Any],
+                  manifest: Manifest, shard_size: int, embed_kwargs: dict[str, Any],
                   shard: tuple[int, int]) -> list[Path]:
-    """Check or write `manifest.json`, then embed every shard file of `shard` not finished yet;
-    the paths of all shard files."""
-    man_path = parts_dir / "manifest.json"
-    done = sorted(parts_dir.glob("shard-*.npz"))
-    if man_path.is_file() and json.loads(man_path.read_text()) != manifest and done:
-        raise InvalidInputError(
-            f"{parts_dir} holds shards of a different run (input, model or options differ); "
-            "delete it or choose another output"
-        )
-    atomic_write_text(man_path, json.dumps(manifest, indent=1))  # no shards yet: any run may start
+    """Embed every shard file of `shard` not finished yet (the folder is claimed with
+    `manifest`); the paths of all shard files."""
     index, count = shard
     starts = range(0, len(records), shard_size)
     if index == 0 and count > len(starts):
@@ -253,11 +253,17 @@ def _write_shards(model: PreTrainedModel, records: list[FastaRecord], parts_dir:
     # which files this process writes depends on the shard, weighted by their residues.
     mine = set(deal([sum(len(r.sequence) for r in records[start : start + shard_size])
                      for start in starts], shard))
-    shard_paths = []
+    shard_paths, claimed = [], stamp(parts_dir)
     for k, start in enumerate(starts):
         path = parts_dir / f"shard-{k:05d}.npz"
         shard_paths.append(path)
         if k not in mine or path.is_file():
             continue  # another process's, or finished in an earlier run
-        save_embeddings(embed(model, records[start : start + shard_size], **embed_kwargs), path)
+        emb = embed(model, records[start : start + shard_size], **embed_kwargs)
+        # Checked again just before the write: a job of another run may have claimed the folder
+        # meanwhile (e.g. after this run's manifest was removed by a failed one).
+        if stamp(parts_dir) != claimed:
+            claim(parts_dir, manifest, same_records=True, replace_old=False)
+            claimed = stamp(parts_dir)
+        save_embeddings(emb, path)
     return shard_paths

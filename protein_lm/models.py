@@ -252,7 +252,8 @@ def _index_files(index: Path) -> list[Path]:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         names = sorted(set(weight_map.values()))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InvalidInputError(f"{index}: not a valid safetensors index ({exc}); {_FIX}") from None
+        raise InvalidInputError(
+            f"{index}: not a valid safetensors index ({exc}); {_FIX}") from None
     files = []
     for name in names:
         shard = index.parent / str(name)

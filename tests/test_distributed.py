@@ -218,7 +218,10 @@ def test_torchrun_fold_matches_one_process(tmp_path: Path) -> None:
                  "--no-progress"]) == 0
     one, two = tmp_path / "one", tmp_path / "two"
     names = sorted(p.name for p in one.iterdir())
-    assert sorted(p.name for p in two.iterdir()) == names and len(names) == 13
+    # 6 structures, 6 scores, summary.csv, manifest.json and provenance/ (sequence hashes)
+    assert sorted(p.name for p in two.iterdir()) == names and len(names) == 15
+    assert sorted(p.name for p in (two / "provenance").iterdir()) == [
+        f"r{k}.sha256" for k in range(6)]
     for k in range(6):
         a, b = _coords(one / f"r{k}.pdb"), _coords(two / f"r{k}.pdb")
         assert a.shape == b.shape and len(a) > 0

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from protein_lm.embeddings import check_records
     from protein_lm.files import output_lock
     from protein_lm.models import load_model
+    from protein_lm.provenance import weights_fingerprint
     from protein_lm.sequences import read_fasta
 
     records = read_fasta(args.input)  # every record checked before the model is loaded
@@ -67,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(args.model, "masked-lm", device=bulk.device,
                            dtype=getattr(torch, args.dtype)).eval()
         options = dict(
+            # the weights' own hash, never the name: other weights at one path are refused
+            weights=weights_fingerprint(model if args.model == "tiny" else args.model),
             shard_size=args.shard_size, model_name=args.model, layers=args.layers,
             per_residue=args.per_residue, contacts=args.contacts, max_tokens=args.batch_tokens,
             strategy=args.strategy, long_policy=args.long, progress=bulk.progress,

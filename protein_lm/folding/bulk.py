@@ -11,9 +11,14 @@ Layout of `output_dir`:
   the next run and removed once the record folds.
 - `summary.csv`, rebuilt atomically from those files at the end of every run (also after Ctrl-C):
   one row per input record with `status` ok / failed / pending.
+- `manifest.json` (`protein_lm.provenance`): the weights' fingerprint and the options that change
+  structures (`num_recycles`); a run with other weights (same name or not) or options is refused.
+- `provenance/<id>.sha256`: the hash of the sequence a structure was folded from, written just
+  before its scores and structure files (per record, so shards and killed runs never lose it).
 
-Resume: a rerun skips every record whose structure file and scores JSON both exist (a record
-with only one of them, e.g. from a version without scores, is folded again). Sharding:
+Resume: a rerun skips every record whose structure file, scores JSON and sequence hash exist and
+whose sequence hash matches the input; any other record (edited sequence, a killed write, a
+version without scores or hashes) has its old files removed first and is folded again. Sharding:
 `shard=(i, n)` folds shard i's records (`protein_lm.distributed.deal`, weighted by length, so
 shards get similar work); n processes or machines can share one output directory
 (`protein_lm.distributed`: torchrun ranks or `--shard i/n` jobs; with `summary=False` a shard
@@ -34,7 +39,7 @@ from typing import TYPE_CHECKING, Literal
 
 from protein_lm.distributed import deal, rank_device
 from protein_lm.errors import InvalidInputError
-from protein_lm.folding.esmfold import build_folder, prepare
+from protein_lm.folding.esmfold import build_folder, load_folding_model, prepare
 from protein_lm.folding.options import FoldOptions, fold_options
 from protein_lm.folding.results import (
     DEFAULT_MODEL,
@@ -45,6 +50,7 @@ from protein_lm.folding.results import (
 )
 from protein_lm.folding.structure import read_metadata
 from protein_lm.limits import FOLD_BATCH_RESIDUES
+from protein_lm.provenance import Manifest, claim, sequence_hash, weights_fingerprint
 from protein_lm.sequences import FastaRecord, atomic_write_text, read_fasta
 
 if TYPE_CHECKING:
@@ -61,6 +67,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SUMMARY_COLUMNS = ("id", "file", "length", "mean_plddt", "ptm", "seconds", "status", "message")
+PROVENANCE_DIR = "provenance"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -123,13 +130,20 @@ def fold_fasta(
     )
     options = replace(options, device=rank_device(options.device))
     records = read_fasta(input_fasta, validate_sequences=False)
-    out = _writable_dir(Path(output_dir))
     names = _file_names(records)
+    hashes = {r.id: sequence_hash(r.sequence) for r in records}
+    # Fingerprinted (weights validated) before the output is made: damaged weights create nothing.
+    model, manifest = _manifest(model, options)
+    out = _writable_dir(Path(output_dir))
+    claim(out, manifest, replace_old=False)  # other weights or options: refused, one line
     mine = [records[k] for k in deal([len(r.sequence) for r in records], shard)]
-    done = {r.id for r in mine if _complete(out, names[r.id], fmt)}
+    done = {r.id for r in mine if _complete(out, names[r.id], fmt, hashes[r.id])}
     todo = [r for r in mine if r.id not in done]
     for r in todo:  # temp files of a killed run of this shard (other shards' are left alone)
         path = out / f"{names[r.id]}.{fmt}"
+        # A structure of another sequence (or of unknown provenance) goes before it is redone.
+        for old in (_hash_path(out, names[r.id]), path, scores_path(path)):
+            old.unlink(missing_ok=True)
         for target in (path, scores_path(path)):
             for stale in out.glob(f".{target.name}.*.tmp"):
                 stale.unlink(missing_ok=True)
@@ -160,6 +174,9 @@ def fold_fasta(
                     _record_failure(out, names[result.id], result)
                     failed += 1
                 else:
+                    # The hash first: a structure file that exists was folded from it (the old
+                    # files of this record were removed above).
+                    _mark_folded(out, names[result.id], hashes[result.id])
                     ok = _write(out, names[result.id], result, fmt)
                     folded, failed = folded + ok, failed + 1 - ok
                 bar.update(1)
@@ -184,13 +201,14 @@ def write_summary(
 ) -> Path:
     """Rebuild `summary.csv` from the structure files and error markers in `out` (atomic)."""
     names = names or _file_names(records)
+    hashes = {r.id: sequence_hash(r.sequence) for r in records}
     buf = io.StringIO()
     writer = csv.DictWriter(buf, SUMMARY_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for rec in records:
         path, err = out / f"{names[rec.id]}.{fmt}", out / "errors" / f"{names[rec.id]}.txt"
         row = {"id": rec.id, "length": sum(c.isalpha() for c in rec.sequence), "status": "pending"}
-        if _complete(out, names[rec.id], fmt):
+        if _complete(out, names[rec.id], fmt, hashes[rec.id]):
             meta = read_metadata(path)
             row.update(
                 file=path.name,
@@ -236,10 +254,33 @@ def _file_names(records: list[FastaRecord]) -> dict[str, str]:
     return names
 
 
-def _complete(out: Path, name: str, fmt: str) -> bool:
-    """Both the structure file and its scores JSON exist (each is written atomically)."""
+def _manifest(
+    model: EsmForProteinFolding | str | os.PathLike[str], options: FoldOptions
+) -> tuple[EsmForProteinFolding | str, Manifest]:
+    """The model (`tiny` built, to fingerprint its tensors) and the manifest of this run."""
+    opts = {"num_recycles": options.num_recycles}
+    if isinstance(model, (str, os.PathLike)) and str(model) != "tiny":
+        name = str(model)  # its safetensors files are hashed (and validated), not loaded yet
+        return name, Manifest.of(weights_fingerprint(name), opts, model=name)
+    name = "tiny" if isinstance(model, (str, os.PathLike)) else ""
+    if name:  # random weights: built (small) so that its tensors are hashed
+        model = load_folding_model("tiny", device=options.device)
+    return model, Manifest.of(weights_fingerprint(model), opts, model=name)
+
+
+def _hash_path(out: Path, name: str) -> Path:
+    return out / PROVENANCE_DIR / f"{name}.sha256"
+
+
+def _complete(out: Path, name: str, fmt: str, seq_hash: str) -> bool:
+    """The structure file and its scores JSON exist (each written atomically), folded from the
+    sequence hashing to `seq_hash`."""
     path = out / f"{name}.{fmt}"
-    return path.exists() and scores_path(path).exists()
+    try:
+        folded_from = _hash_path(out, name).read_text(encoding="utf-8").strip()
+    except OSError:
+        return False
+    return folded_from == seq_hash and path.exists() and scores_path(path).exists()
 
 
 def _write(out: Path, name: str, result: FoldResult, fmt: str) -> int:
@@ -251,6 +292,12 @@ def _write(out: Path, name: str, result: FoldResult, fmt: str) -> int:
         return 0
     (out / "errors" / f"{name}.txt").unlink(missing_ok=True)
     return 1
+
+
+def _mark_folded(out: Path, name: str, seq_hash: str) -> None:
+    """Record that `name`'s files were folded from the sequence hashing to `seq_hash`."""
+    (out / PROVENANCE_DIR).mkdir(exist_ok=True)
+    atomic_write_text(_hash_path(out, name), seq_hash + "\n")
 
 
 def _record_failure(out: Path, name: str, failure: FoldFailure) -> None:
