@@ -11,6 +11,8 @@ notebook writes. So each notebook executes once per test run (CI: smoke mode).
 
 The kernel must render figures the way a user's Jupyter does: a kernel that inherits CI's
 `MPLBACKEND=Agg` shows no figure at all, so that variable is removed before any kernel starts.
+With pytest-xdist, use `--dist loadfile` (or loadscope): a notebook's cells and its check must
+run in one worker, in one kernel.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ _STARTED = time.time()  # files the notebooks write must be newer than this
 
 
 def _nbval_on(config: pytest.Config) -> bool:
-    return bool(getattr(config.option, "nbval", False) or getattr(config.option, "nbval_lax", False))
+    option = config.option
+    return bool(getattr(option, "nbval", False) or getattr(option, "nbval_lax", False))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -47,6 +50,14 @@ def pytest_configure(config: pytest.Config) -> None:
         # The kernels inherit this environment: the inline backend (what users see) and no hub.
         os.environ.pop("MPLBACKEND", None)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        # Under pytest-xdist (`-n 2 --dist loadfile`; make test runs notebooks in one process)
+        # kernels run side by side: each gets its share of the cores, as oversubscribed
+        # torch/TensorFlow threads stall each other.
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        if workers > 1:
+            share = str(max(1, (os.cpu_count() or 1) // workers))
+            for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+                os.environ.setdefault(var, share)
 
 
 def _is_cell(item: pytest.Item) -> bool:
@@ -90,19 +101,21 @@ def _is_3d(data: dict) -> bool:
 class NotebookOutputs(pytest.Item):
     """The output checks of one notebook, run after its cells (same kernel session)."""
 
-    cells: list[pytest.Item] = []
+    cells: list[pytest.Item]  # set by pytest_collection_modifyitems
 
     def runtest(self) -> None:
         name = self.parent.path.name
         failed = [it.name for it in self.cells if it.nodeid in _FAILED_NODES]
         if failed:
             pytest.skip(f"not checked: {', '.join(failed)} failed (see above)")
-        unrun = [it.name for it in self.cells if it.test_outputs is None and not it.options["skip"]]
+        unrun = [it.name for it in self.cells
+                 if it.test_outputs is None and not it.options["skip"]]
         if unrun:
             pytest.skip(f"not checked: {', '.join(unrun)} did not run (deselected?)")
         assert name in EXPECTED, f"add {name} to EXPECTED in {__file__}"
         outputs = [o for it in self.cells for o in (it.test_outputs or [])]
-        check_outputs(name, outputs, [_stream(it.test_outputs or [], "stdout") for it in self.cells])
+        stdouts = [_stream(it.test_outputs or [], "stdout") for it in self.cells]
+        check_outputs(name, outputs, stdouts)
 
     def reportinfo(self) -> tuple[Path, None, str]:
         return self.path, None, f"{self.parent.path.name}::outputs"
@@ -129,7 +142,8 @@ def check_outputs(name: str, outputs: list[dict], cell_stdouts: list[str]) -> No
         splits = [ast.literal_eval(m.group(2)) for m in _SPLIT_LINE.finditer(text)]
         classes = set().union(*splits) if splits else set()
         for counts in splits:
-            assert set(counts) == classes and len(classes) >= 2, f"a split misses a class: {splits}"
+            assert set(counts) == classes and len(classes) >= 2, \
+                f"a split misses a class: {splits}"
 
     q3 = re.search(r"test Q3: ([0-9.]+)", stdout)
     baseline = re.search(r"majority-class baseline on test: ([0-9.]+)", stdout)

@@ -1,6 +1,7 @@
-"""Shared fixtures, built once per session (per xdist worker): the real data folder, the parsed FLIP
-secondary-structure data and its short CPU subsets, a small random ESM-2 folder, and one small model
-fine-tuned on those subsets. Tests must not modify what these return (write into `tmp_path`)."""
+"""Shared fixtures, built once per session (per xdist worker): the real data folder, the parsed
+FLIP secondary-structure data and its short CPU subsets, a small random ESM-2 folder, and one small
+model fine-tuned on those subsets. Tests must not modify what these return (write into
+`tmp_path`)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def esm_vocab_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # A 2-layer, 32-wide ESM-2: what the CPU fine-tuning tests train (seconds, not minutes).
-SMALL = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
+SMALL = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4,
+         "intermediate_size": 64}
 
 
 def short_records(ds, n: int, max_len: int = 120):
@@ -54,7 +56,8 @@ def secondary_structure(shared_data: Path):
 def ss(secondary_structure) -> dict:
     """Short FLIP SS3 subsets: 64 train, 16 validation, 16 test records of <= 120 residues."""
     d = secondary_structure
-    return {"train": short_records(d["train"], 64), "validation": short_records(d["validation"], 16),
+    return {"train": short_records(d["train"], 64),
+            "validation": short_records(d["validation"], 16),
             "test": short_records(d["test"], 16)}
 
 

@@ -36,9 +36,9 @@ def _finetune_args(d: Path, out: Path, *extra: str) -> list[str]:
 
 
 def test_predict_round_trip_reproduces_test_metrics(ss_run, tables, tmp_path):
-    """`protein-lm predict` on the test file of a fine-tuned folder (the session's `ss_run`, trained
-    on the same records) gives the test Q3 of its metrics.json. What `protein-lm finetune` writes is
-    checked in tests/pt/test_pt_training.py (the stale-temp-dir CLI run)."""
+    """`protein-lm predict` on the test file of a fine-tuned folder (the session's `ss_run`,
+    trained on the same records) gives the test Q3 of its metrics.json. What `protein-lm finetune`
+    writes is checked in tests/pt/test_pt_training.py (the stale-temp-dir CLI run)."""
     out = ss_run[0]
     metrics = json.loads((out / "metrics.json").read_text())
     pred_csv = tmp_path / "pred.csv"

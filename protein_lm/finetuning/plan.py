@@ -15,13 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from protein_lm.errors import InvalidInputError
 from protein_lm.finetuning.config import FinetuneOptions
 from protein_lm.finetuning.splits import PreparedSplits
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-__all__ = ["DEFAULT_EPOCHS", "TrainingPlan", "default_learning_rate", "plan_training"]
+__all__ = ["DEFAULT_EPOCHS", "TrainingPlan", "check_finite", "default_learning_rate",
+           "plan_training"]
 
 DEFAULT_EPOCHS = 3.0  # when neither `epochs` nor `max_steps` is given
 
@@ -121,3 +123,16 @@ def plan_training(
         warmup_steps=warmup,
         config_stamps=stamps,
     )
+
+
+def check_finite(step: int, name: str, value: float) -> None:
+    """Raise `InvalidInputError` when a logged training `value` (loss, grad norm) is NaN or inf.
+
+    Both backends call it as they log: a diverged run stops there and, its output folder being
+    atomic, publishes nothing (a model of NaN weights would predict NaN everywhere).
+    """
+    if not math.isfinite(value):
+        raise InvalidInputError(
+            f"training diverged: {name} is {value} at step {step}; nothing was saved; lower "
+            "`learning_rate` (--learning-rate) or train in fp32 (--precision fp32)"
+        )

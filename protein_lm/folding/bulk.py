@@ -139,14 +139,7 @@ def fold_fasta(
     mine = [records[k] for k in deal([len(r.sequence) for r in records], shard)]
     done = {r.id for r in mine if _complete(out, names[r.id], fmt, hashes[r.id])}
     todo = [r for r in mine if r.id not in done]
-    for r in todo:  # temp files of a killed run of this shard (other shards' are left alone)
-        path = out / f"{names[r.id]}.{fmt}"
-        # A structure of another sequence (or of unknown provenance) goes before it is redone.
-        for old in (_hash_path(out, names[r.id]), path, scores_path(path)):
-            old.unlink(missing_ok=True)
-        for target in (path, scores_path(path)):
-            for stale in out.glob(f".{target.name}.*.tmp"):
-                stale.unlink(missing_ok=True)
+    _clear_old(out, [names[r.id] for r in todo], fmt)
     log.info(
         "%d records in shard %d/%d: %d already folded, %d to fold",
         len(mine),
@@ -194,6 +187,18 @@ def fold_fasta(
             summary_path,
         )
     return BulkReport(out, folded, len(done), failed, summary_path)
+
+
+def _clear_old(out: Path, names: list[str], fmt: str) -> None:
+    """Remove the old files and temp files of the records about to be folded."""
+    for name in names:  # temp files of a killed run of this shard (other shards' are left alone)
+        path = out / f"{name}.{fmt}"
+        # A structure of another sequence (or of unknown provenance) goes before it is redone.
+        for old in (_hash_path(out, name), path, scores_path(path)):
+            old.unlink(missing_ok=True)
+        for target in (path, scores_path(path)):
+            for stale in out.glob(f".{target.name}.*.tmp"):
+                stale.unlink(missing_ok=True)
 
 
 def write_summary(

@@ -26,6 +26,7 @@ import numpy as np
 
 from protein_lm.batching import IGNORE_INDEX, Collator, TokenBudgetBatchSampler
 from protein_lm.errors import require
+from protein_lm.finetuning.plan import check_finite
 from protein_lm.finetuning.reporting import LogEntry
 from protein_lm.pt.lora import is_peft_model
 
@@ -51,6 +52,7 @@ __all__ = [
     "TokenBudgetTrainer",
     "LogRecorder",
     "TimeBudget",
+    "StopOnNonFinite",
 ]
 
 
@@ -254,3 +256,22 @@ class TimeBudget(TrainerCallback):
             control.should_training_stop = True
             control.should_evaluate = True
             control.should_save = True
+
+
+class StopOnNonFinite(TrainerCallback):
+    """A `TrainerCallback` that raises `InvalidInputError` once a logged loss or gradient norm
+    is NaN or inf (see `plan.check_finite`): the run stops and its output is not published.
+
+    Needs `logging_nan_inf_filter=False`, else the Trainer drops non-finite losses from the
+    logged mean. The gradient norm is not checked under fp16, where the loss scaler's skipped
+    steps log an infinite norm by design. Logged values are reduced across processes, so every
+    DDP rank raises at the same step.
+    """
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        names = ("loss",) if args.fp16 else ("loss", "grad_norm")
+        for name in names:
+            value = (logs or {}).get(name)
+            if isinstance(value, (int, float)):
+                check_finite(state.global_step, name, float(value))

@@ -93,6 +93,14 @@ class FinetuneConfig(FinetuneOptions):
              f"`device` must be None (GPU if available), 'cpu' or 'cuda', got {self.device!r}"),
         ]  # fmt: skip
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # An absent GPU is refused here, before any data or model loads: otherwise the run
+        # silently trains on CPU and its outputs record "device": "cuda".
+        from protein_lm.models import check_device  # light: torch only for a GPU device
+
+        check_device(self.device)
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FinetuneConfig:
         """Inverse of `to_dict` (JSON turns the class-weight tuple into a list)."""
@@ -174,6 +182,7 @@ def _trainer(config: FinetuneConfig, plan: TrainingPlan, splits: PreparedSplits,
 
     from protein_lm.pt.trainer import (
         LogRecorder,
+        StopOnNonFinite,
         TimeBudget,
         TokenBudgetTrainer,
         class_weights,
@@ -193,6 +202,7 @@ def _trainer(config: FinetuneConfig, plan: TrainingPlan, splits: PreparedSplits,
         eval_strategy="steps", eval_steps=eval_steps,
         save_strategy="steps", save_steps=eval_steps,
         logging_steps=max(1, min(eval_steps, plan.total_steps // 50)),
+        logging_nan_inf_filter=False,  # a NaN loss must reach StopOnNonFinite, not be dropped
         load_best_model_at_end=True,
         metric_for_best_model=SELECTION_METRIC[task], greater_is_better=True,
         save_total_limit=1, save_only_model=True, report_to="none",
@@ -208,7 +218,7 @@ def _trainer(config: FinetuneConfig, plan: TrainingPlan, splits: PreparedSplits,
         model=model, args=args, train_dataset=splits.train, eval_dataset=splits.validation,
         data_collator=make_collator(task, config.max_length), processing_class=hf_tokenizer(),
         compute_metrics=compute, preprocess_logits_for_metrics=preprocess,
-        callbacks=[recorder, TimeBudget(config.max_time_s)],
+        callbacks=[recorder, TimeBudget(config.max_time_s), StopOnNonFinite()],
         batch_tokens=config.batch_tokens, eval_batch_tokens=config.eval_batch_tokens or
         2 * config.batch_tokens, max_length=config.max_length,
         class_weights=None if splits.id2label is None else class_weights(

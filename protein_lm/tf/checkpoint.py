@@ -171,12 +171,15 @@ def _checkpoint_files(name_or_path: str) -> tuple[dict[str, Any], list[Path]]:
 
     The name is resolved by `models.resolve_model`, as for PyTorch: same rules, same messages.
     """
-    from protein_lm.models import resolve_model  # light: no torch
+    from protein_lm.models import check_safetensors, resolve_model  # light: no torch
 
     source = resolve_model(name_or_path)
     if source.local:
         path = Path(source.name)
-        return json.loads((path / "config.json").read_text()), sorted(path.glob("*.safetensors"))
+        config = json.loads((path / "config.json").read_text())
+        # The files PyTorch loads, validated, and no others: a stray *.safetensors beside
+        # model.safetensors would otherwise overwrite its weights (TF predicting unlike PT).
+        return config, check_safetensors(path)
     hub = require("huggingface_hub", "tf")
     try:
         cfg = hub.hf_hub_download(source.name, "config.json",

@@ -20,7 +20,7 @@ import numpy as np
 
 from protein_lm.batching import IGNORE_INDEX
 from protein_lm.finetuning.config import SELECTION_METRIC, FinetuneOptions
-from protein_lm.finetuning.plan import TrainingPlan
+from protein_lm.finetuning.plan import TrainingPlan, check_finite
 from protein_lm.finetuning.reporting import LogEntry, clean_metrics
 from protein_lm.finetuning.splits import PreparedSplits, Split
 from protein_lm.tf.data import evaluate_split, train_dataset
@@ -73,7 +73,8 @@ class BestOnValidation(keras.callbacks.Callback):
 
     Logs the training loss, the learning rate of `optimizer` and the validation metrics as
     `LogEntry`s in `entries`, keeps the weights with the best `SELECTION_METRIC` in memory
-    (`best_*`), and stops training once `max_time_s` seconds have passed since `start`.
+    (`best_*`), stops training once `max_time_s` seconds have passed since `start`, and raises
+    `InvalidInputError` on a non-finite training loss.
     """
 
     def __init__(self, forward: Callable[[dict[str, np.ndarray]], tf.Tensor], split: Split,
@@ -97,6 +98,11 @@ class BestOnValidation(keras.callbacks.Callback):
                                             config.max_length, self.scale))
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        # Raise, not just stop (keras' TerminateOnNaN): a stopped fit would still save the
+        # NaN weights (or the last finite "best") and exit 0.
+        if logs and "loss" in logs:
+            step = int(self.optimizer.iterations.numpy())
+            check_finite(step, "loss", float(np.asarray(logs["loss"])))
         max_time = self.config.max_time_s
         if max_time and time.monotonic() - self.start > max_time:
             self.model.stop_training = True

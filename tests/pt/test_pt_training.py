@@ -101,6 +101,17 @@ def test_config_rejects_bad_values(kwargs, match):
         FinetuneConfig(**args)
 
 
+def test_config_refuses_cuda_on_a_machine_without_it(monkeypatch):
+    """Issue #16: device='cuda' without CUDA would train on CPU and record "cuda"."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InvalidInputError, match=r"device='cuda': CUDA is not available.*"
+                       r"use device='cpu'"):
+        FinetuneConfig(task="regression", device="cuda")
+    assert FinetuneConfig(task="regression", device="cpu").device == "cpu"
+
+
 def test_config_round_trips_through_dict():
     cfg = FinetuneConfig(task="sequence-classification", class_weights=(1.0, 2.0), max_steps=5)
     assert FinetuneConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
@@ -244,6 +255,24 @@ def test_length_policy_error_names_the_record(ss, tmp_path):
     cfg = _config("token-classification", length_policy="error", max_length=40)
     with pytest.raises(InvalidInputError, match=r"row \d+ .*residues > 38"):
         finetune(ss["train"], ss["validation"], config=cfg, output_dir=tmp_path / "long")
+
+
+def _synthetic_regression(n: int, seed: int = 0) -> dict[str, list]:
+    rng = np.random.default_rng(seed)
+    seqs = ["".join(rng.choice(list(STANDARD_AA), size=int(rng.integers(20, 40))))
+            for _ in range(n)]
+    return {"id": [f"s{i}" for i in range(n)], "sequence": seqs,
+            "label": [float(x) for x in rng.normal(size=n)]}
+
+
+def test_diverged_training_stops_with_nothing_published(tmp_path):
+    """Issue #16: a NaN loss or gradient norm stops the run; no NaN model is saved."""
+    train, val = _synthetic_regression(16), _synthetic_regression(8, seed=1)
+    cfg = _config("regression", learning_rate=1e30, max_steps=6, eval_steps=6)
+    with pytest.raises(InvalidInputError, match=r"training diverged: (loss|grad_norm) is (nan|inf)"
+                       r" at step \d+; nothing was saved"):
+        finetune(train, val, config=cfg, output_dir=tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary sibling
 
 
 # --------------------------------------------------------------------------------- DDP

@@ -94,6 +94,26 @@ def test_directory_without_weights_is_not_a_model(tmp_path: Path) -> None:
         load_tf_model(str(tmp_path), "regression")
 
 
+def test_stray_safetensors_beside_model_safetensors_is_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The files PyTorch loads, and no others: a stray backup must not overwrite the weights."""
+    from safetensors.numpy import save_file
+
+    pt = load_model("tiny", "regression", seed=5)
+    pt.save_pretrained(tmp_path)
+    stray = {k: v.numpy() + 1.0 for k, v in pt.state_dict().items() if v.is_floating_point()}
+    save_file(stray, str(tmp_path / "zz_old_backup.safetensors"))
+    with caplog.at_level("WARNING"):
+        state = tf_state_dict(load_tf_model(str(tmp_path), "regression"))
+    assert "zz_old_backup.safetensors" in caplog.text
+    key = "esm.encoder.layer.0.attention.self.query.weight"
+    assert np.array_equal(state[key], pt.state_dict()[key].numpy())
+    batch = encode(SEQS)
+    tf_model = load_tf_model(str(tmp_path), "regression")
+    assert np.abs(np.asarray(tf_model(batch)) - pt_logits(pt.eval(), batch)).max() <= 1e-4
+
+
 def test_weights_that_do_not_fit_the_config_are_refused(tmp_path: Path) -> None:
     load_model("tiny", "regression").save_pretrained(tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())
