@@ -107,8 +107,12 @@ class TokenBudgetBatchSampler:
 
     def _make(self) -> list[list[int]]:
         batches = token_budget_batches(
-            self.lengths, self.max_tokens, shuffle=self.shuffle, seed=self.seed + self.epoch,
-            pool_size=self.pool_size, max_batch_size=self.max_batch_size,
+            self.lengths,
+            self.max_tokens,
+            shuffle=self.shuffle,
+            seed=self.seed + self.epoch,
+            pool_size=self.pool_size,
+            max_batch_size=self.max_batch_size,
         )
         if self.num_replicas > 1:
             # Every replica must run the same number of steps: drop the ragged tail.

@@ -1,4 +1,5 @@
-"""Convert ESM-2 checkpoints between fair-esm (`esm.ESM2`, `.pt`) and transformers (`EsmForMaskedLM`).
+"""Convert ESM-2 checkpoints between fair-esm (`esm.ESM2`, `.pt`) and transformers
+(`EsmForMaskedLM`).
 
 The two implementations compute the same function; only parameter names differ. The mapping
 (fair-esm -> transformers, `N` = layer index):
@@ -87,7 +88,7 @@ _FE_PREFIX = re.compile(r"^(encoder\.sentence_encoder\.|encoder\.)")
 
 
 def fairesm_state_dict_to_transformers(
-    state_dict: dict[str, torch.Tensor]
+    state_dict: dict[str, torch.Tensor],
 ) -> dict[str, torch.Tensor]:
     """Rename a fair-esm ESM-2 state dict to `EsmForMaskedLM` names (tensors are shared)."""
     out: dict[str, torch.Tensor] = {}
@@ -156,7 +157,8 @@ def load_fairesm(path: str | os.PathLike[str], *, weights_only: bool = True) -> 
     cfg = (data.get("cfg") or {}).get("model")
     if cfg is None or not hasattr(cfg, "encoder_layers"):
         raise InvalidInputError(
-            f"{path} has no ESM-2 config (cfg.model.encoder_layers); only ESM-2 checkpoints are supported"
+            f"{path} has no ESM-2 config (cfg.model.encoder_layers); "
+            "only ESM-2 checkpoints are supported"
         )
     state = {_FE_PREFIX.sub("", k): v for k, v in data["model"].items()}
     reg_path = path.with_name(path.stem + "-contact-regression.pt")
@@ -173,11 +175,14 @@ def load_fairesm(path: str | os.PathLike[str], *, weights_only: bool = True) -> 
     head = {"contact_head.regression.weight", "contact_head.regression.bias"}
     if set(missing) - head or unexpected:
         raise InvalidInputError(
-            f"{path}: missing parameters {sorted(set(missing) - head)}, unexpected {sorted(unexpected)}"
+            f"{path}: missing parameters {sorted(set(missing) - head)}, "
+            f"unexpected {sorted(unexpected)}"
         )
     if set(missing) & head:
-        warnings.warn(f"{reg_path.name} not found beside {path.name}: contact maps will be wrong",
-                      stacklevel=2)
+        warnings.warn(
+            f"{reg_path.name} not found beside {path.name}: contact maps will be wrong",
+            stacklevel=2,
+        )
     return model.eval()
 
 
@@ -214,14 +219,18 @@ def fairesm_to_transformers(
     """Convert a fair-esm ESM-2 (`esm.ESM2` or `.pt` path) to a transformers `EsmForMaskedLM`.
 
     With `out_dir`, also save it there as a standard model directory (safetensors, config and our
-    tokenizer), loadable by `protein_lm.models.load_model(out_dir)` and `AutoModel...from_pretrained`.
+    tokenizer), loadable by `protein_lm.models.load_model(out_dir)` and
+    `AutoModel...from_pretrained`.
     """
     torch = require("torch", "torch")
     transformers = require("transformers", "torch")
     from protein_lm.models import tiny_config
 
-    fe = (load_fairesm(model_or_path, weights_only=weights_only)
-          if isinstance(model_or_path, (str, os.PathLike)) else model_or_path)
+    fe = (
+        load_fairesm(model_or_path, weights_only=weights_only)
+        if isinstance(model_or_path, (str, os.PathLike))
+        else model_or_path
+    )
     toks = list(getattr(fe.alphabet, "all_toks", []))
     if toks != list(ESM2_TOKENS):
         raise InvalidInputError(
@@ -241,7 +250,9 @@ def fairesm_to_transformers(
     missing, unexpected = hf.load_state_dict(state, strict=False)
     missing = [k for k in missing if k not in ("esm.embeddings.position_ids",)]
     if missing or unexpected:
-        raise InvalidInputError(f"Conversion left missing {missing} / unexpected {unexpected} parameters")
+        raise InvalidInputError(
+            f"Conversion left missing {missing} / unexpected {unexpected} parameters"
+        )
     hf = hf.to(next(fe.parameters()).dtype).eval()
     if out_dir is not None:
         _save_hf(hf, out_dir)
@@ -267,13 +278,15 @@ def transformers_to_fairesm(
     cfg = hf.config
     if getattr(cfg, "position_embedding_type", "") != "rotary" or cfg.emb_layer_norm_before:
         raise InvalidInputError(
-            "Only ESM-2 models convert to fair-esm (rotary positions, no embedding layer norm); got "
+            "Only ESM-2 models convert to fair-esm (rotary positions, no embedding layer norm); "
+            "got "
             f"position_embedding_type={cfg.position_embedding_type!r}, "
             f"emb_layer_norm_before={cfg.emb_layer_norm_before}"
         )
     if cfg.vocab_size != len(ESM2_TOKENS) or cfg.intermediate_size != 4 * cfg.hidden_size:
         raise InvalidInputError(
-            f"fair-esm ESM2 needs vocab_size={len(ESM2_TOKENS)} and intermediate_size=4*hidden_size; "
+            f"fair-esm ESM2 needs vocab_size={len(ESM2_TOKENS)} and "
+            "intermediate_size=4*hidden_size; "
             f"got {cfg.vocab_size} and {cfg.intermediate_size}"
         )
     fe = esm.ESM2(
@@ -305,7 +318,7 @@ def _torch_load(torch: ModuleType, path: Path, weights_only: bool) -> Any:  # wh
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError/RuntimeError variants
+    except Exception as exc:
         raise InvalidInputError(
             f"Could not read {path} with torch.load(weights_only=True): {exc}. If you trust the "
             "file, pass weights_only=False (it is a pickle and can run code)"

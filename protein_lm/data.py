@@ -52,24 +52,74 @@ __all__ = [
 
 _ESM = "https://raw.githubusercontent.com/facebookresearch/esm/2b369911"
 _FLIP_ZIP = "https://github.com/J-SNACKKB/FLIP/raw/62cace87/splits/secondary_structure/splits.zip"
-_BIOTITE = "https://raw.githubusercontent.com/biotite-dev/biotite/25879355/tests/structure/data/pdb"
+_BIOTITE = (
+    "https://raw.githubusercontent.com/biotite-dev/biotite/25879355/tests/structure/data/pdb"
+)
 _DEEPLOC = "https://raw.githubusercontent.com/HannesStark/protein-localization/7b0be1e6/data_files"
 
 # relative path -> (source URL, SHA-256, member inside a zip archive or None)
 SOURCES: dict[str, tuple[str, str, str | None]] = {
-    "deeploc/deeploc_our_val_set.fasta": (f"{_DEEPLOC}/deeploc_our_val_set.fasta", "5fddf9a7c076c7a0c34e46bdf8a530fddb8cd17a54b28d8e7ebcf3d4fbbf77d6", None),
-    "deeploc/deeploc_test_set.fasta": (f"{_DEEPLOC}/deeploc_test_set.fasta", "b4d4fb4dbf53e87fb1bff9cbad41919c7c1f2615299a0dd50ecb5a4d002b4b6a", None),
-    "secondary_structure/sequences.fasta": (_FLIP_ZIP, "cc69cb36650161fa08874c7a3a2ceceb9c3bbab1b6394cb875647c1b8b4a4b03", "sequences.fasta"),
-    "secondary_structure/sampled.fasta": (_FLIP_ZIP, "d74173c6ecd35339e9455565b45160f7285d401a1fc05e814af67bcb7bb83ad1", "sampled.fasta"),
-    "secondary_structure/mask.fasta": (_FLIP_ZIP, "6ffafb87ab0d40781103594d3a8fa202d1db741fd49cc00fe6220797bf55897f", "mask.fasta"),
-    "variants/BLAT_ECOLX_Ranganathan2015.csv": (f"{_ESM}/examples/variant-prediction/data/BLAT_ECOLX_Ranganathan2015.csv", "2bf86306d8841b771bc8d8e717adac8d75adf1586759c0ccc1878ff408e13a29", None),
-    "some_proteins.fasta": (f"{_ESM}/examples/data/some_proteins.fasta", "fcc1c158a063817e1a9bacc377d57eb28458f8358c417fcad3fce42bc235fee5", None),
-    "structures/1aki.pdb": (f"{_BIOTITE}/1aki.pdb", "c75d7a689617248cdd92dc6633531d2506fb9bef1e6e21e26c8f579ae6955abb", None),
-    "structures/1dix.pdb": (f"{_BIOTITE}/1dix.pdb", "bb5f0e35331c3cafeabcb6b06bbf482b3c63adfa3dc4e7d9cb483ac505360340", None),
-    "structures/1l2y.pdb": (f"{_BIOTITE}/1l2y.pdb", "5d1bbb545a312dfff1ae1e64b6d8addecb2f561ddc4011aeb5bee9d1dfcd4438", None),
-    "structures/1l2y.cif": (f"{_BIOTITE}/1l2y.cif", "8face44439c270c7bb9734a5eda12551460a9228969153f9caa306e1da75c671", None),
-    "structures/5ugo.pdb": (f"{_BIOTITE}/5ugo.pdb", "ca1ab6219eae36938cf62ea15efa3c56aa84d5bb54fb34bdb0c3d3105913abe4", None),
-}  # fmt: skip
+    "deeploc/deeploc_our_val_set.fasta": (
+        f"{_DEEPLOC}/deeploc_our_val_set.fasta",
+        "5fddf9a7c076c7a0c34e46bdf8a530fddb8cd17a54b28d8e7ebcf3d4fbbf77d6",
+        None,
+    ),
+    "deeploc/deeploc_test_set.fasta": (
+        f"{_DEEPLOC}/deeploc_test_set.fasta",
+        "b4d4fb4dbf53e87fb1bff9cbad41919c7c1f2615299a0dd50ecb5a4d002b4b6a",
+        None,
+    ),
+    "secondary_structure/sequences.fasta": (
+        _FLIP_ZIP,
+        "cc69cb36650161fa08874c7a3a2ceceb9c3bbab1b6394cb875647c1b8b4a4b03",
+        "sequences.fasta",
+    ),
+    "secondary_structure/sampled.fasta": (
+        _FLIP_ZIP,
+        "d74173c6ecd35339e9455565b45160f7285d401a1fc05e814af67bcb7bb83ad1",
+        "sampled.fasta",
+    ),
+    "secondary_structure/mask.fasta": (
+        _FLIP_ZIP,
+        "6ffafb87ab0d40781103594d3a8fa202d1db741fd49cc00fe6220797bf55897f",
+        "mask.fasta",
+    ),
+    "variants/BLAT_ECOLX_Ranganathan2015.csv": (
+        f"{_ESM}/examples/variant-prediction/data/BLAT_ECOLX_Ranganathan2015.csv",
+        "2bf86306d8841b771bc8d8e717adac8d75adf1586759c0ccc1878ff408e13a29",
+        None,
+    ),
+    "some_proteins.fasta": (
+        f"{_ESM}/examples/data/some_proteins.fasta",
+        "fcc1c158a063817e1a9bacc377d57eb28458f8358c417fcad3fce42bc235fee5",
+        None,
+    ),
+    "structures/1aki.pdb": (
+        f"{_BIOTITE}/1aki.pdb",
+        "c75d7a689617248cdd92dc6633531d2506fb9bef1e6e21e26c8f579ae6955abb",
+        None,
+    ),
+    "structures/1dix.pdb": (
+        f"{_BIOTITE}/1dix.pdb",
+        "bb5f0e35331c3cafeabcb6b06bbf482b3c63adfa3dc4e7d9cb483ac505360340",
+        None,
+    ),
+    "structures/1l2y.pdb": (
+        f"{_BIOTITE}/1l2y.pdb",
+        "5d1bbb545a312dfff1ae1e64b6d8addecb2f561ddc4011aeb5bee9d1dfcd4438",
+        None,
+    ),
+    "structures/1l2y.cif": (
+        f"{_BIOTITE}/1l2y.cif",
+        "8face44439c270c7bb9734a5eda12551460a9228969153f9caa306e1da75c671",
+        None,
+    ),
+    "structures/5ugo.pdb": (
+        f"{_BIOTITE}/5ugo.pdb",
+        "ca1ab6219eae36938cf62ea15efa3c56aa84d5bb54fb34bdb0c3d3105913abe4",
+        None,
+    ),
+}
 
 # TEM-1 mature chain, first residue numbered 24 (examples/variant-prediction/README.md of fair-esm
 # @2b369911); used when variants/BLAT_ECOLX.fasta is not on disk, since the source has no file.
@@ -104,7 +154,7 @@ def _sha256(data: bytes) -> str:
 
 
 def _download(name: str, url: str, sha: str, member: str | None, dest: Path) -> None:
-    with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310 - fixed https/file URLs
+    with urllib.request.urlopen(url, timeout=30) as resp:
         payload = resp.read()
     if member is not None:
         with zipfile.ZipFile(io.BytesIO(payload)) as zf:
@@ -113,7 +163,9 @@ def _download(name: str, url: str, sha: str, member: str | None, dest: Path) -> 
                 raise DataNotFoundError(f"{url} has no member {member!r} (needed for {name})")
             payload = zf.read(matches[0])
     if _sha256(payload) != sha:
-        raise DataNotFoundError(f"Downloaded {name} from {url} but its SHA-256 does not match {sha}")
+        raise DataNotFoundError(
+            f"Downloaded {name} from {url} but its SHA-256 does not match {sha}"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(dest) as tmp:
         tmp.write_bytes(payload)
@@ -127,7 +179,9 @@ def data_path(name: str, *, download: bool = True) -> Path:
     searched = ", ".join(str(d) for d in data_dirs())
     source = SOURCES.get(name)
     if source is None:
-        raise DataNotFoundError(f"Data file {name!r} not found in: {searched}. Set PROTEIN_LM_DATA.")
+        raise DataNotFoundError(
+            f"Data file {name!r} not found in: {searched}. Set PROTEIN_LM_DATA."
+        )
     url, sha, member = source
     dest = _cache_dir() / name
     if download:
@@ -136,13 +190,14 @@ def data_path(name: str, *, download: bool = True) -> Path:
             return dest
         except DataNotFoundError:
             raise
-        except Exception as exc:  # noqa: BLE001 - offline, DNS, HTTP errors: one clear message
+        except Exception as exc:
             reason = f" (download failed: {exc})"
     else:
         reason = ""
     raise DataNotFoundError(
         f"Data file {name!r} not found in: {searched}{reason}. Point PROTEIN_LM_DATA at a folder "
-        f"holding it, or download it from {url}" + (f" (member {member})" if member else "")
+        f"holding it, or download it from {url}"
+        + (f" (member {member})" if member else "")
         + f" and check SHA-256 {sha}."
     )
 
@@ -155,8 +210,9 @@ def read_deeploc(split: Literal["validation", "test"]) -> list[dict[str, str]]:
     for rec in read_fasta(data_path(f"deeploc/{fname}")):
         tag = rec.description.split()[0]
         location, _, membrane = tag.rpartition("-")  # dual locations: split at the last '-'
-        rows.append({"id": rec.id, "sequence": rec.sequence, "location": location,
-                     "membrane": membrane})
+        rows.append(
+            {"id": rec.id, "sequence": rec.sequence, "location": location, "membrane": membrane}
+        )
     return rows
 
 
@@ -191,12 +247,15 @@ def load_deeploc(
     labels = [r["label"] for r in pool]
     # Stratify only when every class has at least 2 members (sklearn requires it).
     strat = labels if min(Counter(labels).values()) >= 2 else None
-    train, val = train_test_split(pool, test_size=validation_fraction, random_state=seed,
-                                  stratify=strat)
-    return datasets.DatasetDict({
-        split: datasets.Dataset.from_list(rows)
-        for split, rows in (("train", train), ("validation", val), ("test", test))
-    })
+    train, val = train_test_split(
+        pool, test_size=validation_fraction, random_state=seed, stratify=strat
+    )
+    return datasets.DatasetDict(
+        {
+            split: datasets.Dataset.from_list(rows)
+            for split, rows in (("train", train), ("validation", val), ("test", test))
+        }
+    )
 
 
 def stratified_subset(
@@ -249,20 +308,25 @@ def stratified_subset(
         if missing or len(chosen) > n:
             raise InvalidInputError(
                 f"stratified_subset: cannot fit residue classes {sorted(all_classes)} in {n} rows "
-                f"(max_length={max_length}); missing {sorted(missing)}")
+                f"(max_length={max_length}); missing {sorted(missing)}"
+            )
     else:
         all_classes = set(labels)
-        by_class = {c: [i for i in rng.permutation(keep) if labels[i] == c]
-                    for c in sorted(all_classes)}
+        by_class = {
+            c: [i for i in rng.permutation(keep) if labels[i] == c] for c in sorted(all_classes)
+        }
         empty = [c for c, rows in by_class.items() if not rows]
         if n < len(by_class) or empty:
             raise InvalidInputError(
                 f"stratified_subset: need every class of {sorted(by_class)} in {n} rows "
-                f"(max_length={max_length}); " + (f"no rows of {empty}" if empty else
-                                                  f"n must be >= {len(by_class)}"))
+                f"(max_length={max_length}); "
+                + (f"no rows of {empty}" if empty else f"n must be >= {len(by_class)}")
+            )
         chosen, depth = [], 0
         while len(chosen) < n and any(depth < len(r) for r in by_class.values()):
-            chosen += [int(r[depth]) for r in by_class.values() if depth < len(r)][: n - len(chosen)]
+            chosen += [int(r[depth]) for r in by_class.values() if depth < len(r)][
+                : n - len(chosen)
+            ]
             depth += 1
     return dataset.select(sorted(int(i) for i in chosen))
 
@@ -276,16 +340,25 @@ def load_secondary_structure() -> Any:
     import datasets
 
     seqs = {r.id: r.sequence for r in read_fasta(data_path("secondary_structure/sequences.fasta"))}
-    masks = {r.id: r.sequence for r in read_fasta(data_path("secondary_structure/mask.fasta"),
-                                                  validate_sequences=False)}
+    masks = {
+        r.id: r.sequence
+        for r in read_fasta(data_path("secondary_structure/mask.fasta"), validate_sequences=False)
+    }
     splits: dict[str, list[dict[str, str]]] = {"train": [], "validation": [], "test": []}
-    for rec in read_fasta(data_path("secondary_structure/sampled.fasta"), validate_sequences=False):
+    for rec in read_fasta(
+        data_path("secondary_structure/sampled.fasta"), validate_sequences=False
+    ):
         meta = dict(kv.split("=", 1) for kv in rec.description.split())
-        split = "test" if meta["SET"] == "test" else (
-            "validation" if meta["VALIDATION"] == "True" else "train")
+        split = (
+            "test"
+            if meta["SET"] == "test"
+            else ("validation" if meta["VALIDATION"] == "True" else "train")
+        )
         seq, mask = seqs[rec.id], masks[rec.id]
         if not (len(seq) == len(rec.sequence) == len(mask)):
-            raise InvalidInputError(f"FLIP record {rec.id!r}: sequence, labels and mask differ in length")
+            raise InvalidInputError(
+                f"FLIP record {rec.id!r}: sequence, labels and mask differ in length"
+            )
         splits[split].append({"id": rec.id, "sequence": seq, "label": rec.sequence, "mask": mask})
     return datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in splits.items()})
 
@@ -313,9 +386,13 @@ def load_blat(fitness_column: str = "2500") -> DmsData:
         wt = _BLAT_WT
     df = pd.read_csv(data_path("variants/BLAT_ECOLX_Ranganathan2015.csv"), encoding="utf-8-sig")
     if fitness_column not in df.columns:
-        raise InvalidInputError(f"BLAT csv has no column {fitness_column!r}; has {list(df.columns)}")
+        raise InvalidInputError(
+            f"BLAT csv has no column {fitness_column!r}; has {list(df.columns)}"
+        )
     df = df.rename(columns={fitness_column: "label"})[["mutant", "label"]]
-    return DmsData("BLAT_ECOLX", wt, BLAT_OFFSET, datasets.Dataset.from_pandas(df, preserve_index=False))
+    return DmsData(
+        "BLAT_ECOLX", wt, BLAT_OFFSET, datasets.Dataset.from_pandas(df, preserve_index=False)
+    )
 
 
 # ----------------------------------------------------------------- CLI training file format
@@ -341,11 +418,15 @@ def read_table(path: str | os.PathLike[str], task: TableTask) -> Any:
     fields = [f.strip() for f in (reader.fieldnames or [])]
     missing = {"sequence", "label"} - set(fields)
     if missing:
-        raise InvalidInputError(f"{path}: missing column(s) {sorted(missing)}; found {fields}; "
-                                "expected sequence,label and optional id,mask")
+        raise InvalidInputError(
+            f"{path}: missing column(s) {sorted(missing)}; found {fields}; "
+            "expected sequence,label and optional id,mask"
+        )
     unknown = set(fields) - {"id", "sequence", "label", "mask"}
     if unknown:
-        raise InvalidInputError(f"{path}: unknown column(s) {sorted(unknown)}; allowed: id, sequence, label, mask")
+        raise InvalidInputError(
+            f"{path}: unknown column(s) {sorted(unknown)}; allowed: id, sequence, label, mask"
+        )
     rows: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     for i, raw in enumerate(reader, start=1):
@@ -367,18 +448,25 @@ def read_table(path: str | os.PathLike[str], task: TableTask) -> Any:
             try:
                 label = float(label)
             except ValueError:
-                raise InvalidInputError(f"{where}, field 'label': {label!r} is not a number") from None
+                raise InvalidInputError(
+                    f"{where}, field 'label': {label!r} is not a number"
+                ) from None
             # float() accepts nan/inf/-inf/NaN/Infinity: a NaN loss would train to garbage, exit 0.
             if not math.isfinite(label):
                 raise InvalidInputError(
-                    f"{where}, field 'label': {raw['label']!r} is not a finite number")
+                    f"{where}, field 'label': {raw['label']!r} is not a finite number"
+                )
         elif task == "token-classification":
             if len(label) != len(seq):
-                raise InvalidInputError(f"{where}, field 'label': {len(label)} labels for a sequence of "
-                                        f"{len(seq)} residues (one class character per residue)")
+                raise InvalidInputError(
+                    f"{where}, field 'label': {len(label)} labels for a sequence of "
+                    f"{len(seq)} residues (one class character per residue)"
+                )
             mask = raw.get("mask") or "1" * len(seq)
             if len(mask) != len(seq) or set(mask) - {"0", "1"}:
-                raise InvalidInputError(f"{where}, field 'mask': must be {len(seq)} characters of 0/1")
+                raise InvalidInputError(
+                    f"{where}, field 'mask': must be {len(seq)} characters of 0/1"
+                )
             row["mask"] = mask
         row["label"] = label
         rows.append(row)
@@ -386,8 +474,10 @@ def read_table(path: str | os.PathLike[str], task: TableTask) -> Any:
         raise InvalidInputError(f"{path}: no data rows")
     # Masks all 0: no residue has a label, so loss and metrics would be NaN (or 0/0) at exit 0.
     if task == "token-classification" and not any("1" in r["mask"] for r in rows):
-        raise InvalidInputError(f"{path}: every 'mask' is all 0, so no residue is labelled; "
-                                "mark the labelled residues with 1")
+        raise InvalidInputError(
+            f"{path}: every 'mask' is all 0, so no residue is labelled; "
+            "mark the labelled residues with 1"
+        )
     return datasets.Dataset.from_list(rows)
 
 
@@ -425,8 +515,10 @@ def encode_labels(
         else:
             classes = sorted(set(dataset["label"]))
         if len(classes) < 2:
-            raise InvalidInputError(f"{source}: only one class ({classes}) in the labels; "
-                                    "classification needs at least two")
+            raise InvalidInputError(
+                f"{source}: only one class ({classes}) in the labels; "
+                "classification needs at least two"
+            )
         label2id = {c: i for i, c in enumerate(classes)}
 
     def enc(row: dict[str, Any], idx: int) -> dict[str, Any]:
@@ -434,12 +526,18 @@ def encode_labels(
             mask = row.get("mask") or "1" * len(row["label"])
             bad = [c for c in set(row["label"]) if c not in label2id]
             if bad:
-                raise InvalidInputError(f"{source}, row {idx + 1} (id {row.get('id')!r}), field 'label': "
-                                        f"unknown class {bad[0]!r}; known: {sorted(label2id)}")
-            return {"labels": [label2id[c] if m == "1" else -100 for c, m in zip(row["label"], mask)]}
+                raise InvalidInputError(
+                    f"{source}, row {idx + 1} (id {row.get('id')!r}), field 'label': "
+                    f"unknown class {bad[0]!r}; known: {sorted(label2id)}"
+                )
+            return {
+                "labels": [label2id[c] if m == "1" else -100 for c, m in zip(row["label"], mask)]
+            }
         if row["label"] not in label2id:
-            raise InvalidInputError(f"{source}, row {idx + 1} (id {row.get('id')!r}), field 'label': "
-                                    f"unknown class {row['label']!r}; known: {sorted(label2id)}")
+            raise InvalidInputError(
+                f"{source}, row {idx + 1} (id {row.get('id')!r}), field 'label': "
+                f"unknown class {row['label']!r}; known: {sorted(label2id)}"
+            )
         return {"labels": label2id[row["label"]]}
 
     return dataset.map(enc, with_indices=True), {i: c for c, i in label2id.items()}

@@ -34,7 +34,10 @@ def _step(title: str, fn: Callable[[Path], None], workdir: Path) -> None:
 def _tokenise(_: Path) -> None:
     recs = read_fasta(data.data_path("some_proteins.fasta"))
     batch = encode([r.sequence for r in recs])
-    print(f"   {len(recs)} sequences from some_proteins.fasta -> input_ids {batch['input_ids'].shape}")
+    print(
+        f"   {len(recs)} sequences from some_proteins.fasta -> "
+        f"input_ids {batch['input_ids'].shape}"
+    )
     print(f"   first tokens of {recs[0].id}: {batch['input_ids'][0, :8].tolist()}")
 
 
@@ -46,8 +49,14 @@ def _datasets(_: Path) -> None:
     print("   FLIP secondary structure: " + ", ".join(f"{k} {len(v)}" for k, v in ss.items()))
     counts = Counter("".join(ss["test"]["label"]))
     total = sum(counts.values())
-    print("   SS3 test label shares: " + ", ".join(f"{k} {v / total:.2f}" for k, v in sorted(counts.items())))
-    print(f"   BLAT DMS: {len(blat.data)} mutants, wild type {len(blat.wild_type)} aa, offset {blat.offset}")
+    print(
+        "   SS3 test label shares: "
+        + ", ".join(f"{k} {v / total:.2f}" for k, v in sorted(counts.items()))
+    )
+    print(
+        f"   BLAT DMS: {len(blat.data)} mutants, wild type {len(blat.wild_type)} aa, "
+        f"offset {blat.offset}"
+    )
 
 
 def _cli(argv: list[str]) -> None:
@@ -67,18 +76,46 @@ def _finetune_predict(work: Path) -> None:
 
     require("torch", "torch")
     ss = data.load_secondary_structure()
-    # A short from-scratch run of the tiny ESM-2 on a slice of FLIP: the full recipe is in the README.
-    files = {split: data.write_table(ss[split].select(range(n)), work / f"ss3_{split}.csv")
-             for split, n in (("train", 1500), ("validation", 100), ("test", 364))}
+    # A short from-scratch run of the tiny ESM-2 on a slice of FLIP (full recipe: the README).
+    files = {
+        split: data.write_table(ss[split].select(range(n)), work / f"ss3_{split}.csv")
+        for split, n in (("train", 1500), ("validation", 100), ("test", 364))
+    }
     out = work / "ss3_model"
-    _cli(["finetune", "--task", "token-classification", "--model", "tiny",
-          "--train", str(files["train"]), "--validation", str(files["validation"]),
-          "--test", str(files["test"]), "--output-dir", str(out), "--max-steps", "60",
-          "--batch-tokens", "4000", "--max-time", "90", "--eval-steps", "30", "--no-progress"])
+    _cli(
+        [
+            "finetune",
+            "--task",
+            "token-classification",
+            "--model",
+            "tiny",
+            "--train",
+            str(files["train"]),
+            "--validation",
+            str(files["validation"]),
+            "--test",
+            str(files["test"]),
+            "--output-dir",
+            str(out),
+            "--max-steps",
+            "60",
+            "--batch-tokens",
+            "4000",
+            "--max-time",
+            "90",
+            "--eval-steps",
+            "30",
+            "--no-progress",
+        ]
+    )
     metrics = json.loads((out / "metrics.json").read_text())
-    print(f"   test Q3 after at most 60 steps / 90 s: {metrics['test'].get('q3', float('nan')):.3f}")
+    print(
+        f"   test Q3 after at most 60 steps / 90 s: {metrics['test'].get('q3', float('nan')):.3f}"
+    )
     fasta = work / "ss3_test.fasta"
-    fasta.write_text("".join(f">{r['id']}\n{r['sequence']}\n" for r in ss["test"].select(range(3))))
+    fasta.write_text(
+        "".join(f">{r['id']}\n{r['sequence']}\n" for r in ss["test"].select(range(3)))
+    )
     _cli(["predict", "--model", str(out), str(fasta), "-o", str(work / "pred.csv")])
     with open(work / "pred.csv", newline="") as fh:
         row = next(csv.DictReader(fh))
@@ -90,10 +127,14 @@ def _fold(work: Path) -> None:
 
     require("torch", "fold")
     fasta = work / "to_fold.fasta"
-    fasta.write_text(">trp_cage\nNLYIQWLKDGGPSSGRPPPS\n>insulin\nGIVEQCCTSICSLYQLENYCN:FVNQHLCGSHLVEALYLVCGERGFFYTPKT\n")
+    fasta.write_text(
+        ">trp_cage\nNLYIQWLKDGGPSSGRPPPS\n>insulin\nGIVEQCCTSICSLYQLENYCN:FVNQHLCGSHLVEALYLVCGERGFFYTPKT\n"
+    )
     _cli(["fold", str(fasta), "-o", str(work / "structures"), "--model", "tiny", "--no-progress"])
     print("   (tiny random ESMFold: the plumbing is real, the structures are not)")
-    print("   " + (work / "structures" / "summary.csv").read_text().replace("\n", "\n   ").rstrip())
+    print(
+        "   " + (work / "structures" / "summary.csv").read_text().replace("\n", "\n   ").rstrip()
+    )
 
 
 def _embed(work: Path) -> None:

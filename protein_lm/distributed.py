@@ -166,8 +166,10 @@ class Group:
         if not text:
             return None
         if self.world > 1:
-            raise InvalidInputError("--shard is for independent jobs; under torchrun each process "
-                                    "takes shard RANK/WORLD_SIZE (drop --shard)")
+            raise InvalidInputError(
+                "--shard is for independent jobs; under torchrun each process "
+                "takes shard RANK/WORLD_SIZE (drop --shard)"
+            )
         return parse_shard(text)
 
     def barrier(self) -> None:

@@ -1,4 +1,5 @@
-"""Save and load `Embeddings`: `.npz`, `.npy`, parquet, `datasets.Dataset`, resumable shard folders.
+"""Save and load `Embeddings`: `.npz`, `.npy`, parquet, `datasets.Dataset`, resumable shard
+folders.
 
 Bulk runs (`embed_to_file`) are resumable and atomic: records are cut, in input order, into
 shards of `shard_size`; each shard is written to a temporary file and renamed into place
@@ -69,8 +70,9 @@ def _to_arrays(emb: Embeddings) -> dict[str, np.ndarray]:
     for layer, m in emb.mean.items():
         arrays[f"mean_{layer}"] = m
         if emb.per_residue is not None:
-            arrays[f"per_residue_{layer}"] = _concat([r for r in emb.per_residue[layer]],
-                                                     m.shape[1])
+            arrays[f"per_residue_{layer}"] = _concat(
+                [r for r in emb.per_residue[layer]], m.shape[1]
+            )
     if emb.contacts is not None:
         arrays["contacts"] = _concat([c.reshape(-1) for c in emb.contacts], None)
     return arrays
@@ -80,8 +82,10 @@ def _concat(parts: list[np.ndarray], width: int | None) -> np.ndarray:
     if not parts:
         return np.zeros((0, width) if width else (0,), np.float32)
     if width:  # failed records hold (L, 0) placeholders: widen them to NaN rows
-        parts = [p if p.shape[1] == width else np.full((len(p), width), np.nan, np.float32)
-                 for p in parts]
+        parts = [
+            p if p.shape[1] == width else np.full((len(p), width), np.nan, np.float32)
+            for p in parts
+        ]
     return np.concatenate(parts).astype(np.float32)
 
 
@@ -97,8 +101,15 @@ def _from_arrays(z: Mapping[str, np.ndarray]) -> Embeddings:
     if "contacts" in z:
         flat = np.split(np.asarray(z["contacts"]), np.cumsum(lengths**2)[:-1])
         contacts = [c.reshape(n, n) for c, n in zip(flat, lengths.tolist())]
-    return Embeddings(tuple(str(i) for i in z["ids"]), lengths, layers, mean, per_residue,
-                      contacts, tuple(str(i) for i in z.get("failed", ())))
+    return Embeddings(
+        tuple(str(i) for i in z["ids"]),
+        lengths,
+        layers,
+        mean,
+        per_residue,
+        contacts,
+        tuple(str(i) for i in z.get("failed", ())),
+    )
 
 
 def concat_embeddings(parts: Iterable[Embeddings]) -> Embeddings:
@@ -107,16 +118,21 @@ def concat_embeddings(parts: Iterable[Embeddings]) -> Embeddings:
     if not parts:
         raise ValueError("concat_embeddings needs at least one part")
     first = parts[0]
-    per = None if first.per_residue is None else {
-        l: [r for p in parts for r in p.per_residue[l]] for l in first.layers}  # type: ignore[index]
+    per = (
+        None
+        if first.per_residue is None
+        else {
+            l: [r for p in parts for r in p.per_residue[l]]  # type: ignore[index]
+            for l in first.layers
+        }
+    )
     return Embeddings(
         ids=tuple(i for p in parts for i in p.ids),
         lengths=np.concatenate([p.lengths for p in parts]),
         layers=first.layers,
         mean={l: np.concatenate([p.mean[l] for p in parts]) for l in first.layers},
         per_residue=per,
-        contacts=None if first.contacts is None else [
-            c for p in parts for c in p.contacts],  # type: ignore[union-attr]
+        contacts=None if first.contacts is None else [c for p in parts for c in p.contacts],  # type: ignore[union-attr]
         failed=tuple(i for p in parts for i in p.failed),
     )
 
@@ -140,11 +156,14 @@ def save_embeddings(emb: Embeddings, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS[:3]:
-        raise InvalidInputError(f"Output {path} must end in .npz, .npy or .parquet, got {suffix!r}")
+        raise InvalidInputError(
+            f"Output {path} must end in .npz, .npy or .parquet, got {suffix!r}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".npy" and (emb.per_residue is not None or emb.contacts is not None):
         raise InvalidInputError(
-            f"{path}: .npy holds only mean embeddings; use .npz or .parquet for per-residue/contacts"
+            f"{path}: .npy holds only mean embeddings; "
+            "use .npz or .parquet for per-residue/contacts"
         )
     with atomic_file(path) as tmp:
         if suffix == ".parquet":
@@ -162,7 +181,8 @@ def save_embeddings(emb: Embeddings, path: str | os.PathLike[str]) -> Path:
 
 
 def load_embeddings(path: str | os.PathLike[str]) -> Embeddings:
-    """Read embeddings written by `save_embeddings` (`.npz`) or a shard folder of `embed_to_file`."""
+    """Read embeddings written by `save_embeddings` (`.npz`) or a shard folder of
+    `embed_to_file`."""
     path = Path(path)
     if path.is_dir():
         shards = sorted(path.glob("shard-*.npz"))
@@ -209,19 +229,30 @@ def embed_to_file(
     check_records(records, long_policy=embed_kwargs.get("long_policy", "error"))
     parts_dir = output if suffix == "" else output.with_name(output.name + ".parts")
     options = {k: v for k, v in embed_kwargs.items() if k not in ("progress", "num_threads")}
-    manifest = Manifest.of(weights_fingerprint(model) if weights is None else weights,
-                           {**options, "shard_size": shard_size,
-                            "dtype": str(getattr(model, "dtype", ""))},  # float16 differs
-                           ((r.id, r.sequence) for r in records), model_name)
+    manifest = Manifest.of(
+        weights_fingerprint(model) if weights is None else weights,
+        {
+            **options,
+            "shard_size": shard_size,
+            "dtype": str(getattr(model, "dtype", "")),
+        },  # float16 differs
+        ((r.id, r.sequence) for r in records),
+        model_name,
+    )
     created = not parts_dir.exists()
     parts_dir.mkdir(parents=True, exist_ok=True)
     claimed = False
     try:
         # An older version's manifest is replaced only while no shard of it is there.
-        claimed = claim(parts_dir, manifest, same_records=True,
-                        replace_old=not any(parts_dir.glob("shard-*.npz")))
-        shard_paths = _write_shards(model, records, parts_dir, manifest, shard_size, embed_kwargs,
-                                    shard)
+        claimed = claim(
+            parts_dir,
+            manifest,
+            same_records=True,
+            replace_old=not any(parts_dir.glob("shard-*.npz")),
+        )
+        shard_paths = _write_shards(
+            model, records, parts_dir, manifest, shard_size, embed_kwargs, shard
+        )
     except BaseException:
         # Failed before any shard was finished (e.g. a bad --layers): leave nothing behind, so
         # the corrected command is not refused as "a different run".
@@ -238,21 +269,39 @@ def embed_to_file(
     return output
 
 
-def _write_shards(model: PreTrainedModel, records: list[FastaRecord], parts_dir: Path,
-                  manifest: Manifest, shard_size: int, embed_kwargs: dict[str, Any],
-                  shard: tuple[int, int]) -> list[Path]:
+def _write_shards(
+    model: PreTrainedModel,
+    records: list[FastaRecord],
+    parts_dir: Path,
+    manifest: Manifest,
+    shard_size: int,
+    embed_kwargs: dict[str, Any],
+    shard: tuple[int, int],
+) -> list[Path]:
     """Embed every shard file of `shard` not finished yet (the folder is claimed with
     `manifest`); the paths of all shard files."""
     index, count = shard
     starts = range(0, len(records), shard_size)
     if index == 0 and count > len(starts):
-        log.warning("%d records in %d shard files of %d for %d processes: some have nothing to "
-                    "do (lower --shard-size / shard_size)", len(records), len(starts),
-                    shard_size, count)
+        log.warning(
+            "%d records in %d shard files of %d for %d processes: some have nothing to "
+            "do (lower --shard-size / shard_size)",
+            len(records),
+            len(starts),
+            shard_size,
+            count,
+        )
     # The file layout is fixed by `shard_size` alone (so a rerun resumes it, whatever n); only
     # which files this process writes depends on the shard, weighted by their residues.
-    mine = set(deal([sum(len(r.sequence) for r in records[start : start + shard_size])
-                     for start in starts], shard))
+    mine = set(
+        deal(
+            [
+                sum(len(r.sequence) for r in records[start : start + shard_size])
+                for start in starts
+            ],
+            shard,
+        )
+    )
     shard_paths, claimed = [], stamp(parts_dir)
     for k, start in enumerate(starts):
         path = parts_dir / f"shard-{k:05d}.npz"

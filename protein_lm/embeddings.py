@@ -93,7 +93,8 @@ class Embeddings:
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `hidden` (B, T, D) over residue tokens: mask minus `<cls>` (first) and `<eos>` (last).
+    """Mean of `hidden` (B, T, D) over residue tokens: the mask minus `<cls>` (first) and `<eos>`
+    (last).
 
     `attention_mask` (B, T) marks `<cls>` + residues + `<eos>`; padding is 0.
     """
@@ -146,7 +147,8 @@ def embed(
     Parameters
     ----------
     model : transformers EsmModel / EsmForMaskedLM / Esm...Classification
-        Runs on its own device and dtype (load it with `models.load_model(..., dtype=torch.float16)`
+        Runs on its own device and dtype (load it with
+        `models.load_model(..., dtype=torch.float16)`
         for fp16 on GPU); outputs are float32. `contacts=True` switches it to eager attention for
         the call (sdpa returns no attention maps) and back.
     sequences : str, {id: seq}, iterable of str/FastaRecord, or FASTA path
@@ -182,8 +184,13 @@ def embed(
     if contacts:
         plan = _split_for_contacts(plan, lengths, base.config)
     windowed = {i for i, (r, _, s) in enumerate(items) if len(s) < len(records[r].sequence)}
-    out = _Outputs.empty(len(items), want, base.config.hidden_size,
-                         keep_res=per_residue or contacts or bool(windowed), contacts=contacts)
+    out = _Outputs.empty(
+        len(items),
+        want,
+        base.config.hidden_size,
+        keep_res=per_residue or contacts or bool(windowed),
+        contacts=contacts,
+    )
     tqdm = require("tqdm", "torch").tqdm
     bar = tqdm(total=int(lengths.sum()), unit="res", disable=not progress, desc="embed")
     previous = base.config._attn_implementation
@@ -192,28 +199,44 @@ def embed(
     try:
         with thread_limit(device, num_threads), torch.inference_mode():
             names = [records[r].id for r, _, _ in items]
-            _run_plan(torch, base, items, plan, out, names, bar,
-                      padded=strategy == "padded", device=device)
+            _run_plan(
+                torch,
+                base,
+                items,
+                plan,
+                out,
+                names,
+                bar,
+                padded=strategy == "padded",
+                device=device,
+            )
     finally:
         bar.close()
         if contacts and previous != "eager":
             model.set_attn_implementation(previous)
-    return _assemble(records, items, want, out.mean, out.res, out.con, out.failed,
-                     per_residue, contacts)
+    return _assemble(
+        records, items, want, out.mean, out.res, out.con, out.failed, per_residue, contacts
+    )
 
 
 def _checked_device(model: PreTrainedModel) -> torch.device:
     """The model's device; warns (at `embed`'s caller) of settings that cost accuracy or time."""
     if model.training:
-        warnings.warn("embed(): the model is in training mode (dropout is active); call "
-                      "model.eval() for deterministic embeddings", stacklevel=3)
+        warnings.warn(
+            "embed(): the model is in training mode (dropout is active); call "
+            "model.eval() for deterministic embeddings",
+            stacklevel=3,
+        )
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     if device.type == "cpu" and getattr(dtype, "itemsize", 4) < 4:
         # Measured by benchmarks/scale.py --smoke: bf16 on CPU was 3-4x slower than fp32 (no
         # half-precision matmul kernels on most CPUs) and saves no time, only memory.
-        warnings.warn(f"embed(): a {dtype} model on the CPU is several times slower than float32; "
-                      "half precision pays off on GPUs", stacklevel=3)
+        warnings.warn(
+            f"embed(): a {dtype} model on the CPU is several times slower than float32; "
+            "half precision pays off on GPUs",
+            stacklevel=3,
+        )
     return device
 
 
@@ -230,11 +253,18 @@ class _Outputs:
     failed: set[int]
 
     @classmethod
-    def empty(cls, n: int, want: tuple[int, ...], hidden: int, *, keep_res: bool,
-              contacts: bool) -> _Outputs:
-        return cls(want, keep_res, contacts,
-                   {l: np.full((n, hidden), np.nan, np.float32) for l in want},
-                   {l: [None] * n for l in want}, [None] * n, set())
+    def empty(
+        cls, n: int, want: tuple[int, ...], hidden: int, *, keep_res: bool, contacts: bool
+    ) -> _Outputs:
+        return cls(
+            want,
+            keep_res,
+            contacts,
+            {l: np.full((n, hidden), np.nan, np.float32) for l in want},
+            {l: [None] * n for l in want},
+            [None] * n,
+            set(),
+        )
 
     def store(self, batch: list[int], result: _BatchResult) -> None:
         means, resid, cons = result
@@ -249,8 +279,15 @@ class _Outputs:
 
 
 def _run_plan(
-    torch: ModuleType, base: PreTrainedModel, items: list[tuple[int, int, str]],
-    plan: list[list[int]], out: _Outputs, names: list[str], bar: tqdm, *, padded: bool,
+    torch: ModuleType,
+    base: PreTrainedModel,
+    items: list[tuple[int, int, str]],
+    plan: list[list[int]],
+    out: _Outputs,
+    names: list[str],
+    bar: tqdm,
+    *,
+    padded: bool,
     device: torch.device,
 ) -> None:
     """Run every batch of `plan` into `out`; a batch out of GPU memory is retried as two halves,
@@ -259,16 +296,28 @@ def _run_plan(
     while queue:
         batch = queue.pop(0)
         try:
-            res = _forward(torch, base, [items[i][2] for i in batch], out.want, out.contacts,
-                           padded and len(batch) > 1, device, out.keep_res)
+            res = _forward(
+                torch,
+                base,
+                [items[i][2] for i in batch],
+                out.want,
+                out.contacts,
+                padded and len(batch) > 1,
+                device,
+                out.keep_res,
+            )
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             if len(batch) > 1:  # retry as two halves
                 queue[:0] = [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
                 continue
             out.failed.add(batch[0])
-            log.warning("Out of memory on %s (%d residues) alone; skipped. Try the CPU, or "
-                        "long_policy='window'", names[batch[0]], len(items[batch[0]][2]))
+            log.warning(
+                "Out of memory on %s (%d residues) alone; skipped. Try the CPU, or "
+                "long_policy='window'",
+                names[batch[0]],
+                len(items[batch[0]][2]),
+            )
             continue
         out.store(batch, res)
         bar.update(sum(len(items[i][2]) for i in batch))
@@ -279,8 +328,14 @@ _BatchResult = tuple[dict[int, np.ndarray], dict[int, list[np.ndarray]], list[np
 
 
 def _forward(
-    torch: ModuleType, base: PreTrainedModel, seqs: list[str], want: tuple[int, ...],
-    contacts: bool, padded: bool, device: torch.device, keep_res: bool,
+    torch: ModuleType,
+    base: PreTrainedModel,
+    seqs: list[str],
+    want: tuple[int, ...],
+    contacts: bool,
+    padded: bool,
+    device: torch.device,
+    keep_res: bool,
 ) -> _BatchResult:
     from protein_lm.tokenization import encode
 
@@ -290,10 +345,17 @@ def _forward(
     n_layers = base.config.num_hidden_layers
     only_last = want == (n_layers,)
     # Exact-length batches carry no padding: passing no mask keeps sdpa on its unmasked kernel.
-    out = base(ids, attention_mask=mask if padded else None,
-               output_hidden_states=not only_last, output_attentions=contacts)
-    hidden = {n_layers: out.last_hidden_state} if only_last else {
-        l: (out.last_hidden_state if l == n_layers else out.hidden_states[l]) for l in want}
+    out = base(
+        ids,
+        attention_mask=mask if padded else None,
+        output_hidden_states=not only_last,
+        output_attentions=contacts,
+    )
+    hidden = (
+        {n_layers: out.last_hidden_state}
+        if only_last
+        else {l: (out.last_hidden_state if l == n_layers else out.hidden_states[l]) for l in want}
+    )
     lens = [len(s) for s in seqs]
     means = {l: mean_pool(h.float(), mask).cpu().numpy() for l, h in hidden.items()}
     resid: dict[int, list[np.ndarray]] = {}
@@ -354,7 +416,9 @@ def _threads(current: int, requested: int | str | None) -> int | None:
         return None
     if requested != "auto":
         if not isinstance(requested, int) or requested < 1:
-            raise ValueError(f"`num_threads` must be a positive int, 'auto' or None, got {requested!r}")
+            raise ValueError(
+                f"`num_threads` must be a positive int, 'auto' or None, got {requested!r}"
+            )
         return requested
     cores = os.cpu_count() or 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
@@ -368,7 +432,8 @@ def _resolve_layers(layers: int | Sequence[int], n_layers: int) -> tuple[int, ..
         a = l + n_layers + 1 if l < 0 else l
         if not 0 <= a <= n_layers:
             raise ValueError(
-                f"Layer {l} does not exist: the model has layers 0..{n_layers} (or -1..-{n_layers + 1})"
+                f"Layer {l} does not exist: the model has layers 0..{n_layers} "
+                f"(or -1..-{n_layers + 1})"
             )
         out.append(a)
     return tuple(dict.fromkeys(out))
@@ -397,7 +462,8 @@ def _check_unique(records: Sequence[FastaRecord]) -> None:
     for i, r in enumerate(records):
         if r.id in seen:
             raise InvalidInputError(
-                f"Duplicate id {r.id!r} at records {seen[r.id]} and {i} (0-based); ids must be unique"
+                f"Duplicate id {r.id!r} at records {seen[r.id]} and {i} (0-based); "
+                "ids must be unique"
             )
         seen[r.id] = i
 
@@ -420,10 +486,15 @@ def _split_for_contacts(
 
 
 def _assemble(
-    records: list[FastaRecord], items: list[tuple[int, int, str]], want: tuple[int, ...],
-    out_mean: dict[int, np.ndarray], out_res: dict[int, list[np.ndarray | None]],
+    records: list[FastaRecord],
+    items: list[tuple[int, int, str]],
+    want: tuple[int, ...],
+    out_mean: dict[int, np.ndarray],
+    out_res: dict[int, list[np.ndarray | None]],
     out_con: list[np.ndarray | None],
-    failed_items: set[int], per_residue: bool, contacts: bool,
+    failed_items: set[int],
+    per_residue: bool,
+    contacts: bool,
 ) -> Embeddings:
     n, lengths = len(records), np.array([len(r.sequence) for r in records], dtype=np.int64)
     by_rec: dict[int, list[int]] = {}
@@ -441,11 +512,17 @@ def _assemble(
             for l in want:
                 mean[l][r_i] = out_mean[l][i]
                 if per_residue:
-                    res[l].append(cast("np.ndarray", out_res[l][i]) if r_i not in failed
-                                  else np.full((L, 0), np.nan))
+                    res[l].append(
+                        cast("np.ndarray", out_res[l][i])
+                        if r_i not in failed
+                        else np.full((L, 0), np.nan)
+                    )
             if contacts:
-                cons.append(cast("np.ndarray", out_con[i]) if r_i not in failed
-                            else np.full((L, L), np.nan, np.float32))
+                cons.append(
+                    cast("np.ndarray", out_con[i])
+                    if r_i not in failed
+                    else np.full((L, L), np.nan, np.float32)
+                )
             continue
         # Windowed: average each residue (pair) over the windows that cover it.
         cover = np.zeros(L, np.float32)
@@ -474,7 +551,11 @@ def _assemble(
             with np.errstate(invalid="ignore", divide="ignore"):
                 cons.append(np.where(cnt > 0, acc2 / cnt, np.nan).astype(np.float32))
     return Embeddings(
-        ids=tuple(r.id for r in records), lengths=lengths, layers=want, mean=mean,
-        per_residue=res if per_residue else None, contacts=cons if contacts else None,
+        ids=tuple(r.id for r in records),
+        lengths=lengths,
+        layers=want,
+        mean=mean,
+        per_residue=res if per_residue else None,
+        contacts=cons if contacts else None,
         failed=tuple(records[r].id for r in sorted(failed)),
     )

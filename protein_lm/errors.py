@@ -26,7 +26,8 @@ class InvalidSequenceError(ProteinLMError, ValueError):
 
 
 class InvalidInputError(ProteinLMError, ValueError):
-    """A user file (CSV/TSV/FASTA) or argument is malformed; the message names file, row and field."""
+    """A user file (CSV/TSV/FASTA) or argument is malformed; the message names file, row and
+    field."""
 
 
 class DataNotFoundError(ProteinLMError, FileNotFoundError):

@@ -96,8 +96,14 @@ def _remove_dead_temp_files(path: Path) -> None:
         middle = tmp.name[len(path.name) + 2 : -len(".tmp")]
         owner, _, rand = middle.partition(".")
         pid, _, their_host = owner.partition("@")
-        if ("." in rand or their_host != host or not pid.isdigit() or pid == pid_now
-                or _pid_alive(int(pid)) or not tmp.is_file()):
+        if (
+            "." in rand
+            or their_host != host
+            or not pid.isdigit()
+            or pid == pid_now
+            or _pid_alive(int(pid))
+            or not tmp.is_file()
+        ):
             continue  # another output's temp (a longer name), or a live write
         log.info("Removing %s, left behind by an interrupted run", tmp)
         tmp.unlink(missing_ok=True)
@@ -116,8 +122,7 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(os.path.realpath(path))  # os.replace onto a link would replace the link
     _remove_dead_temp_files(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_owner()}.",
-                                suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_owner()}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
     try:
@@ -192,8 +197,9 @@ def _remove_if_empty(folder: Path) -> None:
 
 
 def _not_writable(path: str | os.PathLike[str], exc: OSError) -> InvalidInputError:
-    return InvalidInputError(f"Output {str(Path(path))!r} is not writable ({exc.strerror}); "
-                             "choose another output")
+    return InvalidInputError(
+        f"Output {str(Path(path))!r} is not writable ({exc.strerror}); choose another output"
+    )
 
 
 def _shard_pids(lock: Path) -> str:
@@ -231,7 +237,8 @@ def _flock(lock: Path, output: Path, *, exclusive: bool) -> Iterator[None]:
             os.close(fd)
             raise InvalidInputError(
                 f"{output} is being written by another run (pid {holder}); wait for it or "
-                "choose another output") from None
+                "choose another output"
+            ) from None
         # The previous holder may have removed the file between our open and flock: only a
         # lock on the file still at `lock` counts, else take the new one.
         with contextlib.suppress(FileNotFoundError):
@@ -309,15 +316,19 @@ def atomic_output_dir(path: str | os.PathLike[str], *, overwrite: bool = False) 
         if final.exists() and not final.is_dir():
             raise InvalidInputError(
                 f"Output directory {shown!r} is a file, not a folder; remove it or choose "
-                "another directory")
+                "another directory"
+            )
         if final.exists() and any(final.iterdir()) and not overwrite:
             raise InvalidInputError(
                 f"Output directory {shown!r} already exists and is not empty; choose a new "
                 "directory or pass overwrite=True (CLI: --overwrite)"
             )
         _remove_stale(final)
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.{os.getpid()}.",
-                                    suffix=".tmp"))
+        tmp = Path(
+            tempfile.mkdtemp(
+                dir=final.parent, prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp"
+            )
+        )
         try:
             yield tmp
             _follow_umask(tmp)
@@ -399,10 +410,12 @@ def read_cells(
             elif len(cells) > len(header):
                 raise InvalidInputError(
                     f"{path}: not a readable {kind} table (expected {len(header)} fields in line "
-                    f"{reader.line_num}, saw {len(cells)})")
+                    f"{reader.line_num}, saw {len(cells)})"
+                )
             else:
                 rows.append(cells + [""] * (len(header) - len(cells)))
     except csv.Error as exc:
-        raise InvalidInputError(f"{path}: not a readable {kind} table (line {reader.line_num}: "
-                                f"{exc})") from None
+        raise InvalidInputError(
+            f"{path}: not a readable {kind} table (line {reader.line_num}: {exc})"
+        ) from None
     return header, rows

@@ -19,7 +19,9 @@ __all__ = [
 ]
 
 
-def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> dict[str, float]:
+def classification_metrics(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray
+) -> dict[str, float]:
     """Accuracy, macro-F1 and Matthews correlation of integer class predictions."""
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
@@ -33,7 +35,9 @@ def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[
     }
 
 
-def token_metrics(labels: np.ndarray, predictions: np.ndarray, ignore_index: int = -100) -> dict[str, float]:
+def token_metrics(
+    labels: np.ndarray, predictions: np.ndarray, ignore_index: int = -100
+) -> dict[str, float]:
     """Q3 (accuracy), macro-F1 and MCC over tokens whose label is not `ignore_index`.
 
     Parameters
@@ -49,7 +53,9 @@ def token_metrics(labels: np.ndarray, predictions: np.ndarray, ignore_index: int
     return {"q3": m["accuracy"], **m, "n_residues": int(keep.sum())}
 
 
-def regression_metrics(y_true: Sequence[float] | np.ndarray, y_pred: Sequence[float] | np.ndarray) -> dict[str, float]:
+def regression_metrics(
+    y_true: Sequence[float] | np.ndarray, y_pred: Sequence[float] | np.ndarray
+) -> dict[str, float]:
     """Spearman and Pearson correlation and mean squared error."""
     from scipy.stats import pearsonr, spearmanr
 
@@ -65,7 +71,9 @@ def regression_metrics(y_true: Sequence[float] | np.ndarray, y_pred: Sequence[fl
     }
 
 
-def confusion_matrix(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, num_classes: int) -> np.ndarray:
+def confusion_matrix(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, num_classes: int
+) -> np.ndarray:
     """Counts, shape (num_classes, num_classes): rows are true classes, columns predictions.
 
     >>> confusion_matrix([0, 1, 2, 2], [0, 2, 2, 2], num_classes=3)
@@ -75,11 +83,16 @@ def confusion_matrix(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] |
     """
     from sklearn.metrics import confusion_matrix as _cm
 
-    return _cm(np.asarray(y_true).ravel(), np.asarray(y_pred).ravel(), labels=list(range(num_classes)))
+    return _cm(
+        np.asarray(y_true).ravel(), np.asarray(y_pred).ravel(), labels=list(range(num_classes))
+    )
 
 
-def majority_baseline(train_labels: Sequence[int] | np.ndarray, test_labels: Sequence[int] | np.ndarray,
-                      ignore_index: int = -100) -> float:
+def majority_baseline(
+    train_labels: Sequence[int] | np.ndarray,
+    test_labels: Sequence[int] | np.ndarray,
+    ignore_index: int = -100,
+) -> float:
     """Accuracy of always predicting the most frequent training class on the test labels.
 
     Unlabelled positions (`ignore_index`) count in neither split:

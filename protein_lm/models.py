@@ -1,7 +1,8 @@
 """Resolve a model: a hub id, a local directory, or `tiny` (a small random ESM-2 for offline runs).
 
 `resolve_model` is the one lookup of a name (preset, hub id, local directory) for every loader,
-PyTorch and Keras alike. `load_model` never uses `trust_remote_code` and only reads safetensors. An uncached hub id while
+PyTorch and Keras alike. `load_model` never uses `trust_remote_code` and only reads
+safetensors. An uncached hub id while
 offline fails within a few seconds with `ModelNotFoundError` (a socket probe with a 3 s timeout
 replaces the hub client's retry loop), naming the two offline alternatives.
 """
@@ -45,20 +46,61 @@ __all__ = [
 
 # Presets are data: name -> hub id and architecture (layers, hidden size, heads, parameters).
 ESM2_PRESETS: dict[str, dict[str, Any]] = {
-    "esm2_t6_8M": {"hub_id": "facebook/esm2_t6_8M_UR50D", "layers": 6, "hidden": 320, "heads": 20, "params": "8M"},
-    "esm2_t12_35M": {"hub_id": "facebook/esm2_t12_35M_UR50D", "layers": 12, "hidden": 480, "heads": 20, "params": "35M"},
-    "esm2_t30_150M": {"hub_id": "facebook/esm2_t30_150M_UR50D", "layers": 30, "hidden": 640, "heads": 20, "params": "150M"},
-    "esm2_t33_650M": {"hub_id": "facebook/esm2_t33_650M_UR50D", "layers": 33, "hidden": 1280, "heads": 20, "params": "650M"},
-    "esm2_t36_3B": {"hub_id": "facebook/esm2_t36_3B_UR50D", "layers": 36, "hidden": 2560, "heads": 40, "params": "3B"},
-    "esmfold_v1": {"hub_id": "facebook/esmfold_v1", "layers": 36, "hidden": 2560, "heads": 40, "params": "3.5B"},
-}  # fmt: skip
+    "esm2_t6_8M": {
+        "hub_id": "facebook/esm2_t6_8M_UR50D",
+        "layers": 6,
+        "hidden": 320,
+        "heads": 20,
+        "params": "8M",
+    },
+    "esm2_t12_35M": {
+        "hub_id": "facebook/esm2_t12_35M_UR50D",
+        "layers": 12,
+        "hidden": 480,
+        "heads": 20,
+        "params": "35M",
+    },
+    "esm2_t30_150M": {
+        "hub_id": "facebook/esm2_t30_150M_UR50D",
+        "layers": 30,
+        "hidden": 640,
+        "heads": 20,
+        "params": "150M",
+    },
+    "esm2_t33_650M": {
+        "hub_id": "facebook/esm2_t33_650M_UR50D",
+        "layers": 33,
+        "hidden": 1280,
+        "heads": 20,
+        "params": "650M",
+    },
+    "esm2_t36_3B": {
+        "hub_id": "facebook/esm2_t36_3B_UR50D",
+        "layers": 36,
+        "hidden": 2560,
+        "heads": 40,
+        "params": "3B",
+    },
+    "esmfold_v1": {
+        "hub_id": "facebook/esmfold_v1",
+        "layers": 36,
+        "hidden": 2560,
+        "heads": 40,
+        "params": "3.5B",
+    },
+}
 
 Task = Literal[
     "masked-lm", "base", "sequence-classification", "token-classification", "regression", "folding"
 ]
 TASKS: tuple[str, ...] = (
-    "masked-lm", "base", "sequence-classification", "token-classification", "regression", "folding",
-)  # fmt: skip
+    "masked-lm",
+    "base",
+    "sequence-classification",
+    "token-classification",
+    "regression",
+    "folding",
+)
 
 # Task -> transformers class: the class `load_model` builds and the `architectures` entry every
 # saved config.json names (the Keras path writes the same, see protein_lm.tf.checkpoint).
@@ -130,28 +172,35 @@ def check_device(device: str | torch.device | None, option: str = "device") -> N
     kind, _, index = str(device).partition(":")  # a torch.device works too
     # "--device cuda ... use --device cpu" on the command line, "device='cuda'" in Python
     flag = option.startswith("--")
-    name, cpu = (f"{option} {device}", f"{option} cpu") if flag else (
-        f"{option}={device!r}", f"{option}='cpu'")
+    name, cpu = (
+        (f"{option} {device}", f"{option} cpu")
+        if flag
+        else (f"{option}={device!r}", f"{option}='cpu'")
+    )
     if kind == "cuda":
         backend, fix = torch.cuda, "torch.cuda.is_available() is False"
     elif kind == "xpu" and hasattr(torch, "xpu"):
         backend, fix = torch.xpu, "torch.xpu.is_available() is False"
     elif kind == "mps":
         if not torch.backends.mps.is_available():
-            raise InvalidInputError(f"{name}: MPS is not available on this machine "
-                                    f"(torch.backends.mps.is_available() is False); use {cpu}")
+            raise InvalidInputError(
+                f"{name}: MPS is not available on this machine "
+                f"(torch.backends.mps.is_available() is False); use {cpu}"
+            )
         return
     else:  # meta and other kinds the CLI never passes: torch itself judges them
         return
     label = kind.upper()
     if not backend.is_available():
-        raise InvalidInputError(f"{name}: {label} is not available on this machine ({fix}); "
-                                f"use {cpu}")
+        raise InvalidInputError(
+            f"{name}: {label} is not available on this machine ({fix}); use {cpu}"
+        )
     count = backend.device_count()
     if index.isdigit() and int(index) >= count:
         raise InvalidInputError(
             f"{name}: this machine has {count} {label} device(s), {kind}:0 to "
-            f"{kind}:{count - 1}; use one of those or {cpu}")
+            f"{kind}:{count - 1}; use one of those or {cpu}"
+        )
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -179,8 +228,11 @@ def label_config_kwargs(
     elif task in ("sequence-classification", "token-classification"):
         if id2label is not None:
             id2label = {int(k): str(v) for k, v in id2label.items()}
-            kw.update(num_labels=len(id2label), id2label=id2label,
-                      label2id={v: k for k, v in id2label.items()})
+            kw.update(
+                num_labels=len(id2label),
+                id2label=id2label,
+                label2id={v: k for k, v in id2label.items()},
+            )
         elif num_labels is not None:
             kw.update(num_labels=num_labels)
         if task == "sequence-classification":
@@ -202,14 +254,36 @@ class ModelSource:
 
 
 # Weight files transformers or torch may have written that are pickles: refused, never loaded.
-_PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json", "*.bin", "*.pt", "*.pth", "*.ckpt")
+_PICKLED = (
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+    "*.bin",
+    "*.pt",
+    "*.pth",
+    "*.ckpt",
+)
 SAFE_WEIGHTS = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
 _FIX = "re-save or re-download the model"
 # Bytes per element of each safetensors dtype (the format's own list); an unknown dtype
 # skips only the size check of its tensor.
-_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2,
-             "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+_ITEMSIZE = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
 _MAX_HEADER = 100_000_000  # the safetensors library refuses larger headers too
 
 
@@ -236,11 +310,17 @@ def check_safetensors(folder: str | os.PathLike[str]) -> list[Path]:
             f"Model folder {str(path)!r} has no model.safetensors (nor {SAFE_INDEX}); {found}"
             "pickled weights (pytorch_model.bin, *.pt) are refused on purpose because loading a "
             "pickle can run code; re-save the model with "
-            "`save_pretrained(..., safe_serialization=True)`")
+            "`save_pretrained(..., safe_serialization=True)`"
+        )
     ignored = sorted(set(path.glob("*.safetensors")) - set(files))
     if ignored:
-        log.warning("%s: ignoring %s (not %s nor named by %s)", path,
-                    ", ".join(f.name for f in ignored), SAFE_WEIGHTS, SAFE_INDEX)
+        log.warning(
+            "%s: ignoring %s (not %s nor named by %s)",
+            path,
+            ", ".join(f.name for f in ignored),
+            SAFE_WEIGHTS,
+            SAFE_INDEX,
+        )
     for f in files:
         _check_safetensors_file(f)
     return files
@@ -253,13 +333,15 @@ def _index_files(index: Path) -> list[Path]:
         names = sorted(set(weight_map.values()))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InvalidInputError(
-            f"{index}: not a valid safetensors index ({exc}); {_FIX}") from None
+            f"{index}: not a valid safetensors index ({exc}); {_FIX}"
+        ) from None
     files = []
     for name in names:
         shard = index.parent / str(name)
         if not isinstance(name, str) or Path(name).name != name or not shard.is_file():
             raise InvalidInputError(
-                f"{index} names {name!r}, which is not a file in {index.parent}; {_FIX}")
+                f"{index} names {name!r}, which is not a file in {index.parent}; {_FIX}"
+            )
         files.append(shard)
     return files
 
@@ -318,15 +400,20 @@ def _looks_like_path(name: str) -> bool:
     ambiguous: it is tried as a hub id, and the error then says that no local folder of that
     name exists either.
     """
-    return (name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
-            or (os.sep != "/" and os.sep in name))
+    return (
+        name.startswith((".", "/", "~"))
+        or "\\" in name
+        or name.count("/") > 1
+        or (os.sep != "/" and os.sep in name)
+    )
 
 
 def resolve_model(name_or_path: str, *, weights: bool = True) -> ModelSource:
     """Resolve a preset key, hub id or local directory; the one lookup every loader uses.
 
     A local directory must hold `config.json` and (with `weights=True`) safetensors weights
-    (`model.safetensors` or shards, validated by `check_safetensors`). Pickled weights (`pytorch_model.bin`, `*.pt`) are refused
+    (`model.safetensors` or shards, validated by `check_safetensors`). Pickled weights
+    (`pytorch_model.bin`, `*.pt`) are refused
     on purpose and never opened: unpickling can run arbitrary code. A path-like value (see
     `_looks_like_path`) that does not exist is reported as a missing folder; a hub id must be
     cached or the hub reachable. Anything else raises `ModelNotFoundError` with a one-line
@@ -338,7 +425,8 @@ def resolve_model(name_or_path: str, *, weights: bool = True) -> ModelSource:
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(
                 f"Model folder {str(path)!r} has no config.json; it is not a model directory "
-                "(pass a folder written by `protein-lm finetune` or `save_pretrained`)")
+                "(pass a folder written by `protein-lm finetune` or `save_pretrained`)"
+            )
         if weights:
             check_safetensors(path)  # the weight files, validated before any loader opens them
         return ModelSource(str(path), local=True, local_files_only=True)
@@ -350,7 +438,7 @@ def resolve_model(name_or_path: str, *, weights: bool = True) -> ModelSource:
     try:
         hub.hf_hub_download(name, "config.json", local_files_only=True)
         cached = True
-    except Exception:  # noqa: BLE001 - any cache miss means "not cached"
+    except Exception:
         cached = False
     online = _hub_reachable()
     if cached or online:
@@ -365,13 +453,14 @@ def resolve_model(name_or_path: str, *, weights: bool = True) -> ModelSource:
 
 
 def load_config(name_or_path: str) -> PretrainedConfig:
-    """The `EsmConfig` of a hub id, local directory or `tiny`, with the same rules as `load_model`."""
+    """The `EsmConfig` of a hub id, local directory or `tiny` (same rules as `load_model`)."""
     transformers = require("transformers", "torch")
     if name_or_path == "tiny":
         return tiny_config()
     source = resolve_model(name_or_path, weights=False)
     return transformers.AutoConfig.from_pretrained(
-        source.name, local_files_only=source.local_files_only)
+        source.name, local_files_only=source.local_files_only
+    )
 
 
 def load_model(

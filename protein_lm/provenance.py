@@ -85,8 +85,11 @@ def _weight_files(name: str) -> list[Path]:
         return check_safetensors(source.name)
     hub = require("huggingface_hub", "torch")
     # The files the loader reads (downloaded now if not cached yet: it would fetch them anyway).
-    folder = hub.snapshot_download(source.name, local_files_only=source.local_files_only,
-                                   allow_patterns=["*.json", "*.safetensors"])
+    folder = hub.snapshot_download(
+        source.name,
+        local_files_only=source.local_files_only,
+        allow_patterns=["*.json", "*.safetensors"],
+    )
     return check_safetensors(folder)
 
 
@@ -104,8 +107,13 @@ class Manifest:
     model: str = ""
 
     @classmethod
-    def of(cls, weights: str, options: Mapping[str, Any],
-           records: Iterable[tuple[str, str]] = (), model: str = "") -> Manifest:
+    def of(
+        cls,
+        weights: str,
+        options: Mapping[str, Any],
+        records: Iterable[tuple[str, str]] = (),
+        model: str = "",
+    ) -> Manifest:
         """A manifest with `options` normalised as JSON stores them and `records` (id, sequence)
         hashed."""
         opts = json.loads(json.dumps(dict(sorted(options.items())), default=str))
@@ -113,20 +121,37 @@ class Manifest:
 
     def to_json(self) -> str:
         """The `manifest.json` text."""
-        return json.dumps({"format": FORMAT, "model": self.model, "weights": self.weights,
-                           "options": self.options, "records": self.records}, indent=1) + "\n"
+        return (
+            json.dumps(
+                {
+                    "format": FORMAT,
+                    "model": self.model,
+                    "weights": self.weights,
+                    "options": self.options,
+                    "records": self.records,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
     def difference(self, other: Manifest, *, same_records: bool = False) -> str | None:
         """What differs from `other` (weights, options, records sequenced differently, and with
         `same_records` the ids and their order), as a short phrase; None when nothing does."""
         if self.weights != other.weights:
-            return (f"the model weights differ (sha256 {self.weights[:12]}... here, "
-                    f"{other.weights[:12]}... there; same name or not)")
+            return (
+                f"the model weights differ (sha256 {self.weights[:12]}... here, "
+                f"{other.weights[:12]}... there; same name or not)"
+            )
         if self.options != other.options:
-            keys = sorted(k for k in {*self.options, *other.options}
-                          if self.options.get(k) != other.options.get(k))
+            keys = sorted(
+                k
+                for k in {*self.options, *other.options}
+                if self.options.get(k) != other.options.get(k)
+            )
             return "options differ: " + ", ".join(
-                f"{k} {self.options.get(k)!r} here, {other.options.get(k)!r} there" for k in keys)
+                f"{k} {self.options.get(k)!r} here, {other.options.get(k)!r} there" for k in keys
+            )
         changed = [i for i, h in self.records.items() if other.records.get(i, h) != h]
         if changed:
             return f"record {changed[0]!r} has another sequence ({len(changed)} record(s) differ)"
@@ -143,12 +168,21 @@ def read_manifest(folder: str | os.PathLike[str]) -> Manifest | None:
         return None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         return None
-    return Manifest(str(data.get("weights")), data.get("options") or {},
-                    data.get("records") or {}, str(data.get("model", "")))
+    return Manifest(
+        str(data.get("weights")),
+        data.get("options") or {},
+        data.get("records") or {},
+        str(data.get("model", "")),
+    )
 
 
-def claim(folder: str | os.PathLike[str], manifest: Manifest, *, same_records: bool = False,
-          replace_old: bool = True) -> bool:
+def claim(
+    folder: str | os.PathLike[str],
+    manifest: Manifest,
+    *,
+    same_records: bool = False,
+    replace_old: bool = True,
+) -> bool:
     """Start or resume `folder` as the output of the run `manifest` describes.
 
     Creates `folder/manifest.json` exclusively, or checks the one there: a difference raises
@@ -163,20 +197,26 @@ def claim(folder: str | os.PathLike[str], manifest: Manifest, *, same_records: b
         there = read_manifest(folder)
         if there is None and path.is_file():
             if not replace_old:
-                raise InvalidInputError(f"{path} is of an older version or unreadable; delete "
-                                        f"{folder} or choose another output")
+                raise InvalidInputError(
+                    f"{path} is of an older version or unreadable; delete "
+                    f"{folder} or choose another output"
+                )
             path.unlink(missing_ok=True)  # then create ours (the loop's second pass)
             continue
         if there is None:
             continue  # removed meanwhile: try again
         diff = manifest.difference(there, same_records=same_records)
         if diff:
-            raise InvalidInputError(f"{folder} holds results of a different run: {diff}; rerun "
-                                    f"with the same model, options and input, or delete {folder} "
-                                    "or choose another output")
+            raise InvalidInputError(
+                f"{folder} holds results of a different run: {diff}; rerun "
+                f"with the same model, options and input, or delete {folder} "
+                "or choose another output"
+            )
         return False
-    raise InvalidInputError(f"{path} keeps changing: another run with other input is writing "
-                            f"{folder}; choose another output")
+    raise InvalidInputError(
+        f"{path} keeps changing: another run with other input is writing "
+        f"{folder}; choose another output"
+    )
 
 
 def stamp(folder: str | os.PathLike[str]) -> tuple[int, int, int] | None:

@@ -4,8 +4,8 @@ Validation policy (`validate`):
 
 - lowercase letters are upper-cased;
 - whitespace and digits (line numbers, GenBank-style blocks) are removed;
-- alignment gaps `-` and `.` are removed (`gaps="remove"`, default), kept (`"keep"`: both are in the
-  ESM vocabulary) or rejected (`"error"`);
+- alignment gaps `-` and `.` are removed (`gaps="remove"`, default), kept (`"keep"`: both are in
+  the ESM vocabulary) or rejected (`"error"`);
 - one terminal stop `*` is removed; a `*` anywhere else is an error;
 - the rare letters X, B, Z, U, O are kept (they are in the ESM-2 vocabulary);
 - anything else raises `InvalidSequenceError` naming the record and the 1-based position.
@@ -47,7 +47,8 @@ __all__ = [
 # facebook/esm2_* vocab.txt). Single source of truth for every id in this package.
 ESM2_TOKENS: tuple[str, ...] = (
     "<cls>", "<pad>", "<eos>", "<unk>",
-    "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "K", "Q", "N", "F", "Y", "M", "H", "W", "C",
+    "L", "A", "G", "V", "S", "E", "R", "T", "I", "D",
+    "P", "K", "Q", "N", "F", "Y", "M", "H", "W", "C",
     "X", "B", "U", "Z", "O", ".", "-",
     "<null_1>", "<mask>",
 )  # fmt: skip
@@ -85,7 +86,9 @@ def validate(
     'MKTAYIAKQ'
     """
     if not isinstance(seq, str):
-        raise InvalidSequenceError(f"Sequence of {record_id!r} must be a str, got {type(seq).__name__}")
+        raise InvalidSequenceError(
+            f"Sequence of {record_id!r} must be a str, got {type(seq).__name__}"
+        )
     if gaps not in ("remove", "keep", "error"):
         raise ValueError(f"`gaps` must be 'remove', 'keep' or 'error', got {gaps!r}")
     out: list[str] = []
@@ -117,7 +120,8 @@ def validate(
         elif ch == "*":
             if i != last:
                 raise InvalidSequenceError(
-                    f"Internal stop '*' at position {i + 1} of {record_id!r}; only one terminal '*' "
+                    f"Internal stop '*' at position {i + 1} of {record_id!r}; "
+                    "only one terminal '*' "
                     "is allowed (it is removed)"
                 )
         else:
@@ -198,7 +202,9 @@ def read_fasta(
         elif line.startswith(";"):
             continue  # old-style FASTA comment
         elif header is None:
-            raise InvalidInputError(f"{name}, line {lineno}: sequence data before the first '>' header")
+            raise InvalidInputError(
+                f"{name}, line {lineno}: sequence data before the first '>' header"
+            )
         else:
             chunks.append(line)
     flush()
@@ -233,7 +239,8 @@ def as_records(
     else:
         out = [
             FastaRecord(item.id, check(item.sequence, item.id), item.description)
-            if isinstance(item, FastaRecord) else FastaRecord(f"seq{i}", check(item, f"seq{i}"))
+            if isinstance(item, FastaRecord)
+            else FastaRecord(f"seq{i}", check(item, f"seq{i}"))
             for i, item in enumerate(sequences)
         ]
     if unique:
@@ -263,11 +270,14 @@ def _names_a_file(text: str) -> bool:
 def write_fasta(
     records: Iterable[FastaRecord | tuple[str, str]], path: str | os.PathLike[str], width: int = 60
 ) -> None:
-    """Write records to `path` atomically, wrapping sequences at `width` columns (0: no wrapping)."""
+    """Write records to `path` atomically, sequences wrapped at `width` columns (0: none)."""
     lines = []
     for rec in records:
-        rid, seq, desc = (rec.id, rec.sequence, rec.description) if isinstance(rec, FastaRecord) else (
-            rec[0], rec[1], "")
+        rid, seq, desc = (
+            (rec.id, rec.sequence, rec.description)
+            if isinstance(rec, FastaRecord)
+            else (rec[0], rec[1], "")
+        )
         lines.append(f">{rid} {desc}".rstrip())
         step = width if width > 0 else max(len(seq), 1)
         lines.extend(seq[i : i + step] for i in range(0, len(seq), step))

@@ -15,7 +15,8 @@ protein sequence):
   a *run* of unknown characters to one `<unk>`, which silently shifts every per-residue label after
   it. We raise `InvalidSequenceError` by default (`on_unknown="error"`), or map each character to
   its own `<unk>` (`on_unknown="unk"`, same as `hf_tokenizer()`). Run `sequences.validate` first.
-- `<mask>`, `<unk>`, `<cls>`, `<eos>`, `<pad>` written in a sequence are single tokens in all three.
+- `<mask>`, `<unk>`, `<cls>`, `<eos>`, `<pad>` written in a sequence are single tokens in all
+  three.
 """
 
 from __future__ import annotations
@@ -40,7 +41,13 @@ __all__ = ["encode", "decode", "hf_tokenizer", "write_vocab", "MAX_TOKENS"]
 ReturnTensors = Literal["np", "pt", "tf"] | None
 
 # Special tokens written inside a sequence are replaced by one control byte each before lookup.
-_SPECIAL_BYTES = {"<cls>": "\x01", "<pad>": "\x02", "<eos>": "\x03", "<unk>": "\x04", "<mask>": "\x05"}
+_SPECIAL_BYTES = {
+    "<cls>": "\x01",
+    "<pad>": "\x02",
+    "<eos>": "\x03",
+    "<unk>": "\x04",
+    "<mask>": "\x05",
+}
 _SPECIAL_RE = re.compile("|".join(re.escape(t) for t in _SPECIAL_BYTES))
 
 _LUT = np.full(256, -1, dtype=np.int64)
@@ -80,8 +87,8 @@ def encode(
     sequences : str or sequence of str
         Upper-case protein sequences (validate them first with `sequences.validate`).
     padding : bool or {"longest", "max_length"}
-        `True`/"longest" pads to the longest sequence; "max_length" to `max_length`; `False` returns
-        lists of unequal length (`return_tensors=None` only).
+        `True`/"longest" pads to the longest sequence; "max_length" to `max_length`; `False`
+        returns lists of unequal length (`return_tensors=None` only).
     truncation, max_length : bool, int
         With `truncation=True`, keep at most `max_length` tokens including `<cls>`/`<eos>` (as
         `EsmTokenizer`). Without truncation, a longer sequence raises `ValueError`.
@@ -101,38 +108,17 @@ def encode(
     if on_unknown not in ("error", "unk"):
         raise ValueError(f"`on_unknown` must be 'error' or 'unk', got {on_unknown!r}")
     specials = 2 if add_special_tokens else 0
-    # Replace written special tokens by one byte each so every token is one byte.
-    if any("<" in s for s in seqs):
-        seqs_b = [_SPECIAL_RE.sub(lambda m: _SPECIAL_BYTES[m.group(0)], s) for s in seqs]
-    else:
-        seqs_b = seqs
-    lens = np.fromiter(map(len, seqs_b), dtype=np.int64, count=n)
-    try:
-        buf = "".join(seqs_b).encode("ascii")
-    except UnicodeEncodeError as exc:
-        if on_unknown == "error":
-            raise InvalidSequenceError(f"Non-ASCII character in sequences: {exc}") from None
-        buf = "".join(seqs_b).encode("ascii", errors="replace")
-    codes = _LUT[np.frombuffer(buf, dtype=np.uint8)]
-    bad = codes < 0
-    if bad.any():
-        if on_unknown == "error":
-            _raise_unknown(seqs, int(np.argmax(bad)), np.cumsum(lens) - lens)
-        codes = np.where(bad, UNK_ID, codes)
+    codes, lens = _codes(seqs, on_unknown)
 
     if max_length is not None and (lens + specials > max_length).any():
         if not truncation:
             row = int(np.argmax(lens + specials > max_length))
             raise ValueError(
-                f"Sequence {row} has {lens[row]} residues (+{specials} special tokens) > max_length="
-                f"{max_length}; pass truncation=True or split it (ESM-2 allows {MAX_TOKENS} tokens)"
+                f"Sequence {row} has {lens[row]} residues (+{specials} special tokens) > "
+                f"max_length={max_length}; pass truncation=True or split it "
+                f"(ESM-2 allows {MAX_TOKENS} tokens)"
             )
-        keep = max(max_length - specials, 0)
-        # Drop the residues past `keep` in each row of the flat code array.
-        starts = np.cumsum(lens) - lens
-        offs = np.arange(codes.size) - np.repeat(starts, lens)
-        codes = codes[offs < np.repeat(np.minimum(lens, keep), lens)]
-        lens = np.minimum(lens, keep)
+        codes, lens = _truncate(codes, lens, max(max_length - specials, 0))
 
     total = lens + specials
     if padding is False:
@@ -146,8 +132,11 @@ def encode(
         return {k: v[0] for k, v in res.items()} if single else res
 
     # max_length is never None with padding="max_length" (refused above)
-    width = (int(max_length) if padding == "max_length" and max_length is not None
-             else int(total.max(initial=0)))
+    width = (
+        int(max_length)
+        if padding == "max_length" and max_length is not None
+        else int(total.max(initial=0))
+    )
     if pad_to_multiple_of:
         width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
     ids = np.full((n, width), PAD_ID, dtype=np.int64)
@@ -162,7 +151,39 @@ def encode(
     return _to_tensors({"input_ids": ids, "attention_mask": mask}, return_tensors, single)
 
 
-def _to_tensors(arrays: dict[str, np.ndarray], kind: ReturnTensors, single: bool) -> dict[str, Any]:
+def _codes(seqs: list[str], on_unknown: str) -> tuple[np.ndarray, np.ndarray]:
+    """The token ids of all residues of `seqs`, concatenated, and the length of each sequence."""
+    # Replace written special tokens by one byte each so every token is one byte.
+    if any("<" in s for s in seqs):
+        seqs_b = [_SPECIAL_RE.sub(lambda m: _SPECIAL_BYTES[m.group(0)], s) for s in seqs]
+    else:
+        seqs_b = seqs
+    lens = np.fromiter(map(len, seqs_b), dtype=np.int64, count=len(seqs_b))
+    try:
+        buf = "".join(seqs_b).encode("ascii")
+    except UnicodeEncodeError as exc:
+        if on_unknown == "error":
+            raise InvalidSequenceError(f"Non-ASCII character in sequences: {exc}") from None
+        buf = "".join(seqs_b).encode("ascii", errors="replace")
+    codes = _LUT[np.frombuffer(buf, dtype=np.uint8)]
+    bad = codes < 0
+    if bad.any():
+        if on_unknown == "error":
+            _raise_unknown(seqs, int(np.argmax(bad)), np.cumsum(lens) - lens)
+        codes = np.where(bad, UNK_ID, codes)
+    return codes, lens
+
+
+def _truncate(codes: np.ndarray, lens: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    """Drop the residues past `keep` in each sequence of the flat code array."""
+    starts = np.cumsum(lens) - lens
+    offs = np.arange(codes.size) - np.repeat(starts, lens)
+    return codes[offs < np.repeat(np.minimum(lens, keep), lens)], np.minimum(lens, keep)
+
+
+def _to_tensors(
+    arrays: dict[str, np.ndarray], kind: ReturnTensors, single: bool
+) -> dict[str, Any]:
     if kind == "pt":
         torch = require("torch", "torch")
         return {k: torch.from_numpy(v) for k, v in arrays.items()}
@@ -172,8 +193,10 @@ def _to_tensors(arrays: dict[str, np.ndarray], kind: ReturnTensors, single: bool
     if kind == "np":
         return arrays
     if kind is None:
-        lists = {k: [r[m.astype(bool)].tolist() for r, m in zip(v, arrays["attention_mask"])]
-                 for k, v in arrays.items()}
+        lists = {
+            k: [r[m.astype(bool)].tolist() for r, m in zip(v, arrays["attention_mask"])]
+            for k, v in arrays.items()
+        }
         return {k: v[0] for k, v in lists.items()} if single else lists
     raise ValueError(f"`return_tensors` must be 'np', 'pt', 'tf' or None, got {kind!r}")
 
@@ -229,4 +252,3 @@ def hf_tokenizer(model_max_length: int = MAX_TOKENS) -> PreTrainedTokenizerFast:
         model_input_names=["input_ids", "attention_mask"],
         model_max_length=model_max_length,
     )
-

@@ -113,7 +113,9 @@ def parse_mutant(
     """
     where = f"row {row} " if row is not None else ""
     if not isinstance(text, str) or not text.strip():
-        raise InvalidInputError(f"{where}has an empty mutation; expected e.g. 'A42G' or 'A42G:L50P'")
+        raise InvalidInputError(
+            f"{where}has an empty mutation; expected e.g. 'A42G' or 'A42G:L50P'"
+        )
     out: list[Mutation] = []
     seen: set[int] = set()
     for part in text.strip().split(":"):
@@ -126,13 +128,15 @@ def parse_mutant(
         wt, pos, mut = m.group(1).upper(), int(m.group(2)), m.group(3).upper()
         if mut not in STANDARD_AA:
             raise InvalidInputError(
-                f"{where}({text!r}): mutant letter {mut!r} is not one of the 20 amino acids {STANDARD_AA}"
+                f"{where}({text!r}): mutant letter {mut!r} is not one of the 20 amino acids "
+                f"{STANDARD_AA}"
             )
         idx = pos - offset
         if not 0 <= idx < len(wild_type):
             raise InvalidInputError(
                 f"{where}({text!r}): position {pos} is outside the sequence (residues {offset}.."
-                f"{offset + len(wild_type) - 1} with offset={offset}); check the offset (the number "
+                f"{offset + len(wild_type) - 1} with offset={offset}); "
+                "check the offset (the number "
                 "of the first residue)"
             )
         if wild_type[idx] != wt:
@@ -204,8 +208,10 @@ def score_mutations(
         for i, m in enumerate(mutants)
     ]
     scores = _score(model, wt, parsed, strategy, max_tokens, progress)
-    names = [m if isinstance(m, str) else ":".join(f"{x.wt}{x.position}{x.mut}" for x in m)
-             for m in mutants]
+    names = [
+        m if isinstance(m, str) else ":".join(f"{x.wt}{x.position}{x.mut}" for x in m)
+        for m in mutants
+    ]
     return [VariantScore(n, float(s), strategy) for n, s in zip(names, scores)]
 
 
@@ -235,7 +241,7 @@ def evaluate_dms(
     wt = _check_wild_type(dms.wild_type)
     mutants, fitness = list(dms.data["mutant"]), np.asarray(dms.data["label"], dtype=np.float64)
     parsed, skipped = parse_mutants(mutants, wt, dms.offset, on_error=on_error)
-    for row, msg in skipped:
+    for _row, msg in skipped:
         log.warning("skipped %s", msg)
     ok = np.array([p is not None for p in parsed]) & np.isfinite(fitness)
     keep = [p for p, k in zip(parsed, ok) if k]
@@ -272,11 +278,14 @@ def score_dataframe(
     passes. n processes each score one shard; the shards' non-NaN scores together are the whole.
     """
     if column not in table.columns:
-        raise InvalidInputError(f"{source} has no {column!r} column; columns: {list(table.columns)}")
+        raise InvalidInputError(
+            f"{source} has no {column!r} column; columns: {list(table.columns)}"
+        )
     wt = _check_wild_type(wild_type)
     try:
-        parsed, skipped = parse_mutants(table[column].astype(str).tolist(), wt, offset,
-                                        on_error=on_error)
+        parsed, skipped = parse_mutants(
+            table[column].astype(str).tolist(), wt, offset, on_error=on_error
+        )
     except InvalidInputError as exc:
         raise InvalidInputError(f"{source}: {exc} (rows are 0-based, header excluded)") from None
     # Rows masking the same positions share their forward passes, so they go to one shard
@@ -293,8 +302,14 @@ def score_dataframe(
     for strategy in strategies:
         s = np.full(len(parsed), np.nan)
         if mine:
-            s[mine] = _score(model, wt, [parsed[k] for k in mine],  # type: ignore[misc]
-                             strategy, max_tokens, progress)
+            s[mine] = _score(
+                model,
+                wt,
+                [parsed[k] for k in mine],  # type: ignore[misc]
+                strategy,
+                max_tokens,
+                progress,
+            )
         out[f"score_{strategy}"] = s
     return out, [(row, f"{source}: {msg}") for row, msg in skipped]
 
@@ -314,15 +329,19 @@ def read_mutations(path: str | os.PathLike[str], *, column: str = "mutant") -> A
         raise InvalidInputError(f"{path}: mutation file not found")
     text = read_text(path)
     if not text.strip():
-        raise InvalidInputError(f"{path}: file is empty; expected a CSV with a {column!r} "
-                                "column (e.g. 'K2A' or 'K2A:T3G' per row)")
+        raise InvalidInputError(
+            f"{path}: file is empty; expected a CSV with a {column!r} "
+            "column (e.g. 'K2A' or 'K2A:T3G' per row)"
+        )
     header, rows = read_cells(path, text)
     if column not in header:
-        raise InvalidInputError(f"{path}: no {column!r} column; columns: {header} "
-                                "(pass column=...; CLI: --column)")
+        raise InvalidInputError(
+            f"{path}: no {column!r} column; columns: {header} (pass column=...; CLI: --column)"
+        )
     if header.count(column) > 1:
-        raise InvalidInputError(f"{path}: {header.count(column)} columns named {column!r}; "
-                                "rename all but one")
+        raise InvalidInputError(
+            f"{path}: {header.count(column)} columns named {column!r}; rename all but one"
+        )
     if not rows:
         raise InvalidInputError(f"{path}: no data rows under the header")
     # object dtype of str: pandas must not turn `007` into 7 or `NA` into NaN on the way out.
@@ -342,7 +361,11 @@ def _check_wild_type(seq: str) -> str:
 
 
 def _score(
-    model: Any, wt: str, parsed: list[tuple[Mutation, ...]], strategy: str, max_tokens: int,
+    model: Any,
+    wt: str,
+    parsed: list[tuple[Mutation, ...]],
+    strategy: str,
+    max_tokens: int,
     progress: bool,
 ) -> np.ndarray:
     if strategy not in STRATEGIES:
@@ -367,8 +390,13 @@ def _score(
         lp = _wt_logprobs(model, wt)
     else:
         lp = _masked_logprobs(model, wt, positions, max_tokens, progress)
-    return np.asarray([sum(lp[m.index][_TOKEN[m.mut]] - lp[m.index][_TOKEN[m.wt]] for m in muts)
-                       for muts in parsed], dtype=np.float64)
+    return np.asarray(
+        [
+            sum(lp[m.index][_TOKEN[m.mut]] - lp[m.index][_TOKEN[m.wt]] for m in muts)
+            for muts in parsed
+        ],
+        dtype=np.float64,
+    )
 
 
 def _lm(model: Any) -> Any:
@@ -378,8 +406,11 @@ def _lm(model: Any) -> Any:
             "with protein_lm.models.load_model(name, task='masked-lm')"
         )
     if model.training:
-        warnings.warn("variant scoring: the model is in training mode (dropout is active); call "
-                      "model.eval()", stacklevel=3)
+        warnings.warn(
+            "variant scoring: the model is in training mode (dropout is active); call "
+            "model.eval()",
+            stacklevel=3,
+        )
     return model
 
 

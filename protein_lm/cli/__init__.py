@@ -26,7 +26,13 @@ __all__ = ["build_parser", "main"]
 
 
 # ---------------------------------------------------------------- main
-_COMMANDS = {"finetune": finetune, "predict": predict, "fold": fold, "embed": embed, "score": score}
+_COMMANDS = {
+    "finetune": finetune,
+    "predict": predict,
+    "fold": fold,
+    "embed": embed,
+    "score": score,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,7 +28,8 @@ FINETUNE_DEVICES = ("cpu", "cuda")
 def _device(value: str) -> str:
     if not _DEVICE.match(value):
         raise argparse.ArgumentTypeError(
-            f"must be cpu, cuda, cuda:N, mps or xpu[:N], got {value!r}")
+            f"must be cpu, cuda, cuda:N, mps or xpu[:N], got {value!r}"
+        )
     return value
 
 
@@ -41,8 +42,13 @@ def _finetune_device(value: str) -> str:
 class _Quiet(argparse.Action):
     """`--quiet`: only warnings and errors, which also means no progress bars."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
         setattr(namespace, self.dest, True)
         namespace.no_progress = True
 
@@ -54,30 +60,57 @@ def add_common_options(parser: argparse.ArgumentParser, *, finetune: bool = Fals
     """
     g = parser.add_argument_group("common options")
     if finetune:
-        g.add_argument("--device", type=_finetune_device, default=None, metavar="DEVICE",
-                       help="cpu or cuda (default: cuda if available)")
+        g.add_argument(
+            "--device",
+            type=_finetune_device,
+            default=None,
+            metavar="DEVICE",
+            help="cpu or cuda (default: cuda if available)",
+        )
     else:
-        g.add_argument("--device", type=_device, default=None, metavar="DEVICE",
-                       help="cpu, cuda, cuda:N, mps (default: cuda if available; "
-                       "cuda:LOCAL_RANK under torchrun)")
-    g.add_argument("--no-progress", action="store_true",
-                   help="no progress bars (ours, transformers', the hub's, datasets')")
+        g.add_argument(
+            "--device",
+            type=_device,
+            default=None,
+            metavar="DEVICE",
+            help="cpu, cuda, cuda:N, mps (default: cuda if available; "
+            "cuda:LOCAL_RANK under torchrun)",
+        )
+    g.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (ours, transformers', the hub's, datasets')",
+    )
     loud = g.add_mutually_exclusive_group()
-    loud.add_argument("-q", "--quiet", action=_Quiet, nargs=0, default=False,
-                      help="log only warnings and errors; implies --no-progress")
+    loud.add_argument(
+        "-q",
+        "--quiet",
+        action=_Quiet,
+        nargs=0,
+        default=False,
+        help="log only warnings and errors; implies --no-progress",
+    )
     # SUPPRESS: `protein-lm -v embed ...` (the top-level flag) is not reset by the subparser.
-    loud.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                      help="debug logging")
+    loud.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
+    )
 
 
 @contextlib.contextmanager
 def common_options_applied(args: argparse.Namespace) -> Iterator[None]:
     """Apply the common options for one run (logging level, progress bars), then restore them."""
-    level = (logging.DEBUG if getattr(args, "verbose", False)
-             else logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    level = (
+        logging.DEBUG
+        if getattr(args, "verbose", False)
+        else logging.WARNING
+        if getattr(args, "quiet", False)
+        else logging.INFO
+    )
     # Our messages at INFO (DEBUG with -v, WARNING with -q); third-party libraries from WARNING.
-    logging.basicConfig(level=logging.DEBUG if level == logging.DEBUG else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if level == logging.DEBUG else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     ours = logging.getLogger("protein_lm")
     before = ours.level
     ours.setLevel(level)

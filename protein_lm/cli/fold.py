@@ -26,18 +26,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help="FASTA; 'A:B' in a sequence line folds a multimer")
     p.add_argument("-o", "--output-dir", required=True, type=Path)
     p.add_argument("--model", default="facebook/esmfold_v1", help="hub id, local dir, or 'tiny'")
-    p.add_argument("--chunk-size", default="auto",
-                   help="trunk chunk size: an int, 'auto' (from length and free memory) or 'none'")
+    p.add_argument(
+        "--chunk-size",
+        default="auto",
+        help="trunk chunk size: an int, 'auto' (from length and free memory) or 'none'",
+    )
     p.add_argument("--format", choices=("pdb", "cif"), default="pdb")
-    p.add_argument("--max-tokens", type=int, default=FOLD_BATCH_RESIDUES,
-                   help="residues per batch, padding included (default %(default)s; longer ones fold alone)")
-    p.add_argument("--num-recycles", type=int, default=None, help="default: the model's (4 for esmfold_v1)")
-    p.add_argument("--max-length", type=int, default=FOLD_MAX_RESIDUES,
-                   help="longest record (residues + linkers) to fold; 0 = no limit (default %(default)s)")
-    p.add_argument("--shard", default=None, metavar="I/N",
-                   help="fold only shard I of N (independent jobs, e.g. a Slurm array); not "
-                   "with torchrun, which shards by RANK/WORLD_SIZE")
-    p.add_argument("--no-cpu-fallback", action="store_true", help="do not retry out-of-memory records on CPU")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=FOLD_BATCH_RESIDUES,
+        help="residues per batch, padding included (default %(default)s; longer ones fold alone)",
+    )
+    p.add_argument(
+        "--num-recycles", type=int, default=None, help="default: the model's (4 for esmfold_v1)"
+    )
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=FOLD_MAX_RESIDUES,
+        help="longest record (residues + linkers) to fold; 0 = no limit (default %(default)s)",
+    )
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="fold only shard I of N (independent jobs, e.g. a Slurm array); not "
+        "with torchrun, which shards by RANK/WORLD_SIZE",
+    )
+    p.add_argument(
+        "--no-cpu-fallback", action="store_true", help="do not retry out-of-memory records on CPU"
+    )
     add_common_options(p)  # --device, --no-progress, --quiet, --verbose
 
 
@@ -55,15 +74,18 @@ def run(args: argparse.Namespace) -> int:
             chunk = int(chunk)
         except ValueError:
             raise ValueError(
-                f"--chunk-size must be an int, 'auto' or 'none', got {chunk!r}") from None
+                f"--chunk-size must be an int, 'auto' or 'none', got {chunk!r}"
+            ) from None
         if chunk <= 0:
             raise ValueError(f"--chunk-size must be > 0, got {chunk}")
     options = FoldOptions(  # checked here, before any process group or model is set up
         device=args.device, chunk_size=None if chunk == "none" else chunk,
         max_tokens=args.max_tokens, num_recycles=args.num_recycles,
         cpu_fallback=not args.no_cpu_fallback)  # fmt: skip
-    with (bulk_run(args.shard, args.device, progress=not args.no_progress) as bulk,
-          output_lock(args.output_dir, bulk.shard)):  # one writer per output (per shard)
+    with (
+        bulk_run(args.shard, args.device, progress=not args.no_progress) as bulk,
+        output_lock(args.output_dir, bulk.shard),
+    ):  # one writer per output (per shard)
         report = fold_fasta(
             args.input, args.output_dir, args.model, fmt=args.format,
             shard=bulk.shard, options=dataclasses.replace(options, device=bulk.device),
@@ -75,10 +97,13 @@ def run(args: argparse.Namespace) -> int:
             folded, skipped, failed = (sum(c[k] for c in counts) for k in range(3))
             summary = report.summary
             if bulk.group.world > 1:  # every rank is done: rank 0 writes summary.csv
-                summary = write_summary(read_fasta(args.input, validate_sequences=False),
-                                        args.output_dir, args.format)
-            print(f"folded {folded}, skipped {skipped} (already done), failed {failed}; "
-                  f"summary: {summary}")
+                summary = write_summary(
+                    read_fasta(args.input, validate_sequences=False), args.output_dir, args.format
+                )
+            print(
+                f"folded {folded}, skipped {skipped} (already done), failed {failed}; "
+                f"summary: {summary}"
+            )
             return 1 if failed else 0
 
         return bulk.finish((report.folded, report.skipped, report.failed), merge)

@@ -38,13 +38,20 @@ def run(args: argparse.Namespace) -> int:
         else:
             from protein_lm.pt.predict import predict as pt_predict
 
-            result = pt_predict(model_dir, records, batch_tokens=args.batch_tokens,
-                                device=args.device,
-                                progress=not getattr(args, "no_progress", False))
+            result = pt_predict(
+                model_dir,
+                records,
+                batch_tokens=args.batch_tokens,
+                device=args.device,
+                progress=not getattr(args, "no_progress", False),
+            )
         result.to_csv(args.output)
     print(f"{len(result.ids)} predictions ({result.task}) written to {args.output}")
     if result.failed:
-        print(f"{len(result.failed)} record(s) failed (GPU out of memory), first: "
-              f"{result.failed[0]}; rerun them with a lower --batch-tokens", file=sys.stderr)
+        print(
+            f"{len(result.failed)} record(s) failed (GPU out of memory), first: "
+            f"{result.failed[0]}; rerun them with a lower --batch-tokens",
+            file=sys.stderr,
+        )
         return 1
     return 0

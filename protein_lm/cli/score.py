@@ -14,12 +14,15 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("score", help="zero-shot variant effect scores",
-                       description="Score every mutation of a CSV against a wild type. Parallel: "
-                       "under `torchrun --nproc-per-node N -m protein_lm.cli score ...` each "
-                       "process scores its share of the rows (rows masking the same positions "
-                       "together, balanced by forward passes; on cuda:LOCAL_RANK, or the CPU) "
-                       "and rank 0 writes the CSV in the original row order.")
+    p = sub.add_parser(
+        "score",
+        help="zero-shot variant effect scores",
+        description="Score every mutation of a CSV against a wild type. Parallel: "
+        "under `torchrun --nproc-per-node N -m protein_lm.cli score ...` each "
+        "process scores its share of the rows (rows masking the same positions "
+        "together, balanced by forward passes; on cuda:LOCAL_RANK, or the CPU) "
+        "and rank 0 writes the CSV in the original row order.",
+    )
     p.add_argument("--model", required=True, help="hub id, local dir, or 'tiny'")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--sequence", help="wild-type sequence")
@@ -27,13 +30,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mutations", required=True, type=Path, help="CSV with a 'mutant' column")
     p.add_argument("-o", "--output", required=True, type=Path)
     p.add_argument("--offset", type=int, default=1, help="number of the first residue (default 1)")
-    p.add_argument("--strategy", nargs="+", default=["masked-marginals"],
-                   choices=("wt-marginals", "masked-marginals", "pseudo-ppl"),
-                   help="one or more; pseudo-ppl costs L forward passes per mutant")
+    p.add_argument(
+        "--strategy",
+        nargs="+",
+        default=["masked-marginals"],
+        choices=("wt-marginals", "masked-marginals", "pseudo-ppl"),
+        help="one or more; pseudo-ppl costs L forward passes per mutant",
+    )
     p.add_argument("--column", default="mutant", help="mutation column (default 'mutant')")
-    p.add_argument("--skip-invalid", action="store_true",
-                   help="report bad rows (wrong wild-type letter, out of range, malformed, "
-                   "duplicate) and leave their scores empty instead of stopping")
+    p.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="report bad rows (wrong wild-type letter, out of range, malformed, "
+        "duplicate) and leave their scores empty instead of stopping",
+    )
     add_common_options(p)
 
 
@@ -55,13 +65,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         wild_type = args.sequence
     table = read_mutations(args.mutations, column=args.column)
-    with (bulk_run(None, args.device, progress=not args.no_progress) as bulk,
-          output_lock(args.output, bulk.shard)):  # one writer per output (per rank)
+    with (
+        bulk_run(None, args.device, progress=not args.no_progress) as bulk,
+        output_lock(args.output, bulk.shard),
+    ):  # one writer per output (per rank)
         model = load_model(args.model, "masked-lm", device=bulk.device).eval()
         scored, skipped = score_dataframe(
-            model, wild_type, table, strategies=args.strategy, offset=args.offset,
-            on_error="skip" if args.skip_invalid else "raise", source=str(args.mutations),
-            column=args.column, progress=bulk.progress, shard=bulk.shard,
+            model,
+            wild_type,
+            table,
+            strategies=args.strategy,
+            offset=args.offset,
+            on_error="skip" if args.skip_invalid else "raise",
+            source=str(args.mutations),
+            column=args.column,
+            progress=bulk.progress,
+            shard=bulk.shard,
         )
         columns = [f"score_{s}" for s in args.strategy]
 

@@ -25,8 +25,11 @@ __all__ = [
 
 FINETUNE_TASKS = ("sequence-classification", "token-classification", "regression")
 # The validation metric that picks the best checkpoint, per task.
-SELECTION_METRIC = {"sequence-classification": "mcc", "token-classification": "q3",
-                    "regression": "spearman"}
+SELECTION_METRIC = {
+    "sequence-classification": "mcc",
+    "token-classification": "q3",
+    "regression": "spearman",
+}
 # The ESM-2 training crop in tokens (see protein_lm.limits): quality past it is untested.
 DEFAULT_MAX_LENGTH = TRAINING_TOKENS
 

@@ -24,9 +24,11 @@ TASK_DESCRIPTIONS = {
     "token-classification": "one class per residue",
     "regression": "one number per protein",
 }
-_PIPELINE = {"sequence-classification": "text-classification",
-             "token-classification": "token-classification",
-             "regression": "text-classification"}
+_PIPELINE = {
+    "sequence-classification": "text-classification",
+    "token-classification": "token-classification",
+    "regression": "text-classification",
+}
 _HUB_BASES = ("facebook/",)  # base models the Hub knows; `tiny` and local paths are not linked
 
 
@@ -87,11 +89,21 @@ def write_model_card(
     if labels is None and config.get("id2label") and task != "regression":
         id2label = config["id2label"]
         labels = [id2label[k] for k in sorted(id2label, key=int)]
-    names = sorted(n for n in {n for s in ("validation", "test") for n in (metrics.get(s) or {})}
-                   if n != "loss" and not n.startswith("n_"))  # counts such as n_residues
+    names = sorted(
+        n
+        for n in {n for s in ("validation", "test") for n in (metrics.get(s) or {})}
+        if n != "loss" and not n.startswith("n_")
+    )  # counts such as n_residues
 
-    front = ["---", "library_name: transformers", "tags:", "- protein", "- esm2", "- protein_lm",
-             f"- {task}"]
+    front = [
+        "---",
+        "library_name: transformers",
+        "tags:",
+        "- protein",
+        "- esm2",
+        "- protein_lm",
+        f"- {task}",
+    ]
     if base_model.startswith(_HUB_BASES):
         front.append(f"base_model: {_yaml_str(base_model)}")
     if task in _PIPELINE:
@@ -105,13 +117,15 @@ def write_model_card(
         f"# ESM-2 fine-tuned for {task} ({what})",
         "",
         f"Fine-tuned from `{base_model}` with protein_lm "
-        f"({'PyTorch' if framework == 'pt' else 'Keras 3 / TensorFlow'} back end). The folder is a "
+        f"({'PyTorch' if framework == 'pt' else 'Keras 3 / TensorFlow'} back end). "
+        "The folder is a "
         "standard transformers model directory: `AutoModelFor...from_pretrained` loads it.",
         "",
         "## Labels",
         "",
-        ", ".join(f"`{lab}`" for lab in labels) if labels else "Regression: one number per protein "
-        "(in the training labels' units).",
+        ", ".join(f"`{lab}`" for lab in labels)
+        if labels
+        else "Regression: one number per protein (in the training labels' units).",
         "",
         "## Data",
         "",
@@ -119,14 +133,15 @@ def write_model_card(
         "",
         "## Metrics",
         "",
-        "Validation: the best checkpoint's scores (used to choose it); test: scored once, at the end.",
+        "Validation: the best checkpoint's scores (used to choose it); "
+        "test: scored once, at the end.",
         "",
         *_metrics_table(metrics),
         "",
         "## Use",
         "",
         "```",
-        f"protein-lm predict --model <this folder or hub id> proteins.fasta -o predictions.csv",
+        "protein-lm predict --model <this folder or hub id> proteins.fasta -o predictions.csv",
         "```",
     ]
     if extra_text:

@@ -22,8 +22,13 @@ from protein_lm.finetuning.splits import PreparedSplits
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-__all__ = ["DEFAULT_EPOCHS", "TrainingPlan", "check_finite", "default_learning_rate",
-           "plan_training"]
+__all__ = [
+    "DEFAULT_EPOCHS",
+    "TrainingPlan",
+    "check_finite",
+    "default_learning_rate",
+    "plan_training",
+]
 
 DEFAULT_EPOCHS = 3.0  # when neither `epochs` nor `max_steps` is given
 

@@ -62,8 +62,13 @@ class Predictions:
 
     def to_csv(self, path: str | os.PathLike[str]) -> Path:
         """Write `id, prediction[, prob_<class>...]` (see `reporting.write_predictions`)."""
-        return write_predictions(path, self.ids, self.predictions, self.probabilities,
-                                 self.class_names if self.probabilities is not None else None)
+        return write_predictions(
+            path,
+            self.ids,
+            self.predictions,
+            self.probabilities,
+            self.class_names if self.probabilities is not None else None,
+        )
 
 
 def model_task(config: PretrainedConfig | Mapping[str, Any]) -> str:
@@ -80,8 +85,10 @@ def model_task(config: PretrainedConfig | Mapping[str, Any]) -> str:
         return "token-classification"
     if "SequenceClassification" in arch:
         return "regression" if get("problem_type") == "regression" else "sequence-classification"
-    raise InvalidInputError(f"Model architecture {arch!r} is not a fine-tuned classification or "
-                            "regression head; pass a directory written by `protein-lm finetune`")
+    raise InvalidInputError(
+        f"Model architecture {arch!r} is not a fine-tuned classification or "
+        "regression head; pass a directory written by `protein-lm finetune`"
+    )
 
 
 def finetuned_model_dir(model_dir: str | os.PathLike[str]) -> Path:
@@ -91,8 +98,10 @@ def finetuned_model_dir(model_dir: str | os.PathLike[str]) -> Path:
 
     source = resolve_model(str(model_dir))
     if not source.local:
-        raise InvalidInputError(f"Model {str(model_dir)!r} is not a local directory; predict "
-                                "needs the output directory of `protein-lm finetune`")
+        raise InvalidInputError(
+            f"Model {str(model_dir)!r} is not a local directory; predict "
+            "needs the output directory of `protein-lm finetune`"
+        )
     return Path(source.name)
 
 
@@ -106,14 +115,21 @@ def plan_windows(records: Sequence[FastaRecord], task: str, window: int) -> list
         cut += not per_residue and len(rec.sequence) > window
         items += [(r, s, sub) for s, sub in parts]
     if cut:
-        warnings.warn(f"{cut} sequence(s) longer than {window} residues: only their first "
-                      f"{window} residues are used", stacklevel=3)
+        warnings.warn(
+            f"{cut} sequence(s) longer than {window} residues: only their first "
+            f"{window} residues are used",
+            stacklevel=3,
+        )
     return items
 
 
-def assemble_predictions(task: str, config: PretrainedConfig, records: Sequence[FastaRecord],
-                         items: Sequence[Item],
-                         outputs: Sequence[np.ndarray | float | None]) -> Predictions:
+def assemble_predictions(
+    task: str,
+    config: PretrainedConfig,
+    records: Sequence[FastaRecord],
+    items: Sequence[Item],
+    outputs: Sequence[np.ndarray | float | None],
+) -> Predictions:
     """Combine per-item outputs into `Predictions` in record order.
 
     `outputs[i]` belongs to `items[i]`: class probabilities (C,) for sequence classification,
@@ -141,6 +157,8 @@ def assemble_predictions(task: str, config: PretrainedConfig, records: Sequence[
             sums[r][start : start + len(sub)] += window_probs
             counts[r][start : start + len(sub)] += 1
     lookup = np.array(names)
-    preds = tuple("" if r in bad else "".join(lookup[(s / c).argmax(1)])
-                  for r, (s, c) in enumerate(zip(sums, counts)))
+    preds = tuple(
+        "" if r in bad else "".join(lookup[(s / c).argmax(1)])
+        for r, (s, c) in enumerate(zip(sums, counts))
+    )
     return Predictions(task, ids, preds, None, names, failed)

@@ -12,7 +12,8 @@ Both training back ends (`protein_lm.pt.training`, `protein_lm.tf.training`) wri
 - `finetune_config.json`: the options of the run.
 
 `write_run_outputs` writes all of these for a finished run, so both back ends write the same files;
-the predictions CSV: `id, prediction[, prob_<class>...]` (`write_predictions`); `read_predict_input`
+the predictions CSV: `id, prediction[, prob_<class>...]` (`write_predictions`);
+`read_predict_input`
   reads what `protein-lm predict` accepts (FASTA, or CSV/TSV with `sequence` and optional `id`).
 
 A run writes into `atomic_output_dir(final)`, a temporary sibling folder renamed onto `final` only
@@ -116,7 +117,7 @@ def clean_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in metrics.items():
         value = value.item() if hasattr(value, "item") else value
         if key.startswith("n_") and value is not None and math.isfinite(value):
-            out[key] = int(round(value))
+            out[key] = round(value)
         else:
             out[key] = float(value) if isinstance(value, numbers.Real) else value
     return out
@@ -129,8 +130,10 @@ def write_metrics(
     **extra: Any,
 ) -> Path:
     """Write `metrics.json` = `{"validation": ..., "test": ... or null, **extra}` (sorted keys)."""
-    payload = {"validation": clean_metrics(validation),
-               "test": clean_metrics(test) if test is not None else None}
+    payload = {
+        "validation": clean_metrics(validation),
+        "test": clean_metrics(test) if test is not None else None,
+    }
     payload.update(extra)
     atomic_write_text(path, json.dumps(_clean(payload), indent=2, sort_keys=True) + "\n")
     return Path(path)
@@ -262,7 +265,8 @@ def read_predict_input(path: str | os.PathLike[str]) -> list[FastaRecord]:
             records.append(FastaRecord(rid, validate(row["sequence"] or "", rid)))
         except ValueError as exc:
             raise InvalidInputError(
-                f"{path}, row {i} (id {rid!r}), field 'sequence': {exc}") from None
+                f"{path}, row {i} (id {rid!r}), field 'sequence': {exc}"
+            ) from None
     if not records:
         raise InvalidInputError(f"{path}: no data rows")
     return records

@@ -64,12 +64,21 @@ def as_dataset(data: Any, source: str) -> Any:
         return datasets.Dataset.from_pandas(data, preserve_index=False)
     if isinstance(data, Mapping):
         return datasets.Dataset.from_dict(dict(data))
-    raise InvalidInputError(f"{source}: expected a datasets.Dataset, DataFrame or dict of "
-                            f"columns, got {type(data).__name__}")
+    raise InvalidInputError(
+        f"{source}: expected a datasets.Dataset, DataFrame or dict of "
+        f"columns, got {type(data).__name__}"
+    )
 
 
-def prepare_split(data: Any, task: str, label2id: dict[str, int] | None, source: str, *,
-                  max_length: int, length_policy: str) -> tuple[Split, dict[int, str] | None]:
+def prepare_split(
+    data: Any,
+    task: str,
+    label2id: dict[str, int] | None,
+    source: str,
+    *,
+    max_length: int,
+    length_policy: str,
+) -> tuple[Split, dict[int, str] | None]:
     """Validate one split and encode its labels.
 
     Returns the split and `id2label` (the classes of this split when `label2id` is None, i.e. for
@@ -84,8 +93,9 @@ def prepare_split(data: Any, task: str, label2id: dict[str, int] | None, source:
     ds = as_dataset(data, source)
     missing = {"sequence", "label"} - set(ds.column_names)
     if missing:
-        raise InvalidInputError(f"{source}: missing column(s) {sorted(missing)}; "
-                                f"has {ds.column_names}")
+        raise InvalidInputError(
+            f"{source}: missing column(s) {sorted(missing)}; has {ds.column_names}"
+        )
     if len(ds) == 0:
         raise InvalidInputError(f"{source}: no rows")
     ids = ds["id"] if "id" in ds.column_names else [f"row{i + 1}" for i in range(len(ds))]
@@ -97,41 +107,61 @@ def prepare_split(data: Any, task: str, label2id: dict[str, int] | None, source:
         except (ValueError, TypeError) as exc:
             raise InvalidInputError(f"{where}, field 'sequence': {exc}") from None
         if task == "token-classification" and len(labels[i]) != len(seq):
-            raise InvalidInputError(f"{where}, field 'label': {len(labels[i])} labels for "
-                                    f"{len(seq)} residues")
+            raise InvalidInputError(
+                f"{where}, field 'label': {len(labels[i])} labels for {len(seq)} residues"
+            )
         if len(seq) > limit and length_policy == "error":
-            raise InvalidInputError(f"{where}, field 'sequence': {len(seq)} residues > {limit}; "
-                                    "use length_policy='truncate' or split it")
+            raise InvalidInputError(
+                f"{where}, field 'sequence': {len(seq)} residues > {limit}; "
+                "use length_policy='truncate' or split it"
+            )
         seqs.append(seq)
     shown = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # a "Map" bar per split is noise in logs; restored below
     try:
         encoded, id2label = encode_labels(
-            ds, task, label2id, source=source  # type: ignore[arg-type]
+            ds,
+            task,  # type: ignore[arg-type]
+            label2id,
+            source=source,
         )
     finally:
         if shown:
             datasets.enable_progress_bars()
     n_long = sum(len(s) > limit for s in seqs)
     if n_long:
-        warnings.warn(f"{source}: {n_long} sequence(s) longer than {limit} residues are truncated "
-                      "(their cut-off residues are not trained or scored)", stacklevel=3)
+        warnings.warn(
+            f"{source}: {n_long} sequence(s) longer than {limit} residues are truncated "
+            "(their cut-off residues are not trained or scored)",
+            stacklevel=3,
+        )
     return Split([str(r) for r in ids], seqs, list(encoded["labels"])), id2label
 
 
-def prepare_splits(train: Any, validation: Any, test: Any, task: str, *,
-                   max_length: int, length_policy: str,
-                   source_names: Sequence[str] = ("train", "validation", "test"),
-                   ) -> PreparedSplits:
+def prepare_splits(
+    train: Any,
+    validation: Any,
+    test: Any,
+    task: str,
+    *,
+    max_length: int,
+    length_policy: str,
+    source_names: Sequence[str] = ("train", "validation", "test"),
+) -> PreparedSplits:
     """Validate all splits (classes from `train`); standardise regression labels.
 
     Regression targets are standardised with the training mean and std (kept in `scale`, saved in
     the model config as `protein_lm_label_scale`) so the MSE loss is O(1) whatever the unit.
     """
-    def check(data: Any, label2id: dict[str, int] | None, source: str,
-              ) -> tuple[Split, dict[int, str] | None]:
-        return prepare_split(data, task, label2id, source, max_length=max_length,
-                             length_policy=length_policy)
+
+    def check(
+        data: Any,
+        label2id: dict[str, int] | None,
+        source: str,
+    ) -> tuple[Split, dict[int, str] | None]:
+        return prepare_split(
+            data, task, label2id, source, max_length=max_length, length_policy=length_policy
+        )
 
     train_s, id2label = check(train, None, source_names[0])
     label2id = None if id2label is None else {v: k for k, v in id2label.items()}
@@ -141,8 +171,9 @@ def prepare_splits(train: Any, validation: Any, test: Any, task: str, *,
     if task == "regression":
         y = np.asarray(train_s.labels, dtype=np.float64)
         if y.std() == 0:
-            raise InvalidInputError(f"{source_names[0]}: all regression labels are equal; "
-                                    "nothing to learn")
+            raise InvalidInputError(
+                f"{source_names[0]}: all regression labels are equal; nothing to learn"
+            )
         scale = (float(y.mean()), float(y.std()))
         for s in (train_s, val_s, test_s):
             if s is not None:

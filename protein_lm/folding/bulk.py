@@ -292,7 +292,7 @@ def _write(out: Path, name: str, result: FoldResult, fmt: str) -> int:
     """Structure file and scores JSON (`FoldResult.write`); a failure is recorded, not raised."""
     try:
         result.write(out / f"{name}.{fmt}", fmt)  # type: ignore[arg-type]
-    except Exception as exc:  # noqa: BLE001 - e.g. StructureWriteError (NaN): report, go on
+    except Exception as exc:
         _record_failure(out, name, FoldFailure(result.id, result.sequence, "write", str(exc)))
         return 0
     (out / "errors" / f"{name}.txt").unlink(missing_ok=True)

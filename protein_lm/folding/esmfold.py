@@ -331,7 +331,8 @@ def prepare(
                     (
                         f"Record {rec.id!r} has {len(joined)} residues (linkers included) > "
                         f"max_length {max_length}; split it, or allow it with max_length=None "
-                        "(CLI: --max-length 0) - ESM-2 was trained on <= 1,022 residues and memory "
+                        "(CLI: --max-length 0) - ESM-2 was trained on <= 1,022 residues and "
+                        "memory "
                         "grows with length^2-3"
                     ),
                 )

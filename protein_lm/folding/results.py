@@ -235,8 +235,11 @@ class FoldInput:
 
 
 def decode_output(
-    items: list[FoldInput], output: EsmForProteinFoldingOutput, *, device: str,
-    chunk_size: int | None
+    items: list[FoldInput],
+    output: EsmForProteinFoldingOutput,
+    *,
+    device: str,
+    chunk_size: int | None,
 ) -> list[FoldResult]:
     """One `FoldResult` per item from the output of `EsmForProteinFolding` on their batch.
 

@@ -145,7 +145,7 @@ class Folder:
                 done = {r.id: r for r in (self.fold_batch(rest) if rest else [])}
                 done.update({f.id: f for f in bad.values()})
                 return [done[it.id] for it in items]
-            except Exception as exc:  # noqa: BLE001 - a bad batch must not end a bulk run
+            except Exception as exc:
                 log.exception("%s: folding failed", _ids(items))
                 return [
                     FoldFailure(
@@ -252,8 +252,12 @@ def _bad_rows(tensors: Sequence[torch.Tensor], mask: torch.Tensor) -> list[int]:
 
 
 # Forward hooks (`register_forward_hook`): the modules' inputs and outputs (a ModelOutput / dict).
-def _check_language_model(module: torch.nn.Module, args: tuple[Any, ...],
-                          kwargs: dict[str, Any], output: Mapping[str, Any]) -> None:
+def _check_language_model(
+    module: torch.nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    output: Mapping[str, Any],
+) -> None:
     mask = kwargs.get("attention_mask")  # (B, T) real tokens incl. cls/eos
     hidden = output["hidden_states"]  # per layer (B, T, D)
     mask = hidden[0].new_ones(hidden[0].shape[:2], dtype=bool) if mask is None else mask.bool()
@@ -262,8 +266,9 @@ def _check_language_model(module: torch.nn.Module, args: tuple[Any, ...],
         raise _NonFinite("language model output", rows)
 
 
-def _check_trunk(module: torch.nn.Module, args: tuple[Any, ...],
-                 output: Mapping[str, Any]) -> None:
+def _check_trunk(
+    module: torch.nn.Module, args: tuple[Any, ...], output: Mapping[str, Any]
+) -> None:
     mask = args[4].bool()  # trunk(s_s_0, s_z_0, aa, position_ids, mask): (B, L)
     rows = _bad_rows([output["s_s"], output["s_z"]], mask)  # (B, L, C), (B, L, L, C)
     if rows:

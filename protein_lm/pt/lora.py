@@ -29,6 +29,11 @@ def wrap_lora(model: PreTrainedModel, task: str, rank: int) -> PeftModel:
     task_type = peft.TaskType.TOKEN_CLS if token else peft.TaskType.SEQ_CLS
     # Adapters on attention and feed-forward projections; the new head is fully trained (peft's
     # SEQ_CLS/TOKEN_CLS task types mark `classifier` as modules_to_save).
-    lora = peft.LoraConfig(task_type=task_type, r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
-                           target_modules=["query", "key", "value", "dense"])
+    lora = peft.LoraConfig(
+        task_type=task_type,
+        r=rank,
+        lora_alpha=2 * rank,
+        lora_dropout=0.0,
+        target_modules=["query", "key", "value", "dense"],
+    )
     return peft.get_peft_model(model, lora)

@@ -72,9 +72,13 @@ def predict(
                 logits = model(**{k: v.to(dev) for k, v in enc.items()}).logits.float()
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
-                log.error("GPU out of memory on a batch of %d sequence(s) (longest %d residues); "
-                          "skipped. Lower --batch-tokens (now %d) to fit it.", len(batch),
-                          max(len(items[i][2]) for i in batch), batch_tokens)
+                log.error(
+                    "GPU out of memory on a batch of %d sequence(s) (longest %d residues); "
+                    "skipped. Lower --batch-tokens (now %d) to fit it.",
+                    len(batch),
+                    max(len(items[i][2]) for i in batch),
+                    batch_tokens,
+                )
                 continue  # its outputs stay None: reported in `failed`
             for row, i in enumerate(batch):
                 if task == "token-classification":  # residues are tokens 1..L
@@ -85,4 +89,3 @@ def predict(
                 else:
                     outputs[i] = torch.softmax(logits[row], -1).cpu().numpy()
     return assemble_predictions(task, config, records, items, outputs)
-

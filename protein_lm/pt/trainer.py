@@ -57,8 +57,9 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------ loss, metrics
-def class_weights(spec: str | tuple[float, ...] | None, labels: Sequence[Any],
-                  n_classes: int) -> list[float] | None:
+def class_weights(
+    spec: str | tuple[float, ...] | None, labels: Sequence[Any], n_classes: int
+) -> list[float] | None:
     """Loss weight per class: None, explicit weights, or "balanced" (inverse class frequency)."""
     if spec is None:
         return None
@@ -77,8 +78,10 @@ def metric_functions(
     task: str,
     scale: tuple[float, float] = (0.0, 1.0),
     extra_metrics: Callable[[np.ndarray, np.ndarray], Mapping[str, float]] | None = None,
-) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-           Callable[[EvalPrediction], dict[str, float]]]:
+) -> tuple[
+    Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    Callable[[EvalPrediction], dict[str, float]],
+]:
     """`(preprocess_logits_for_metrics, compute_metrics)` for a transformers `Trainer`.
 
     `compute` returns the offline metrics (scikit-learn) plus, when given,
@@ -118,7 +121,6 @@ def metric_functions(
     return preprocess, compute_with_extra
 
 
-
 class TokenBudgetTrainer(Trainer):
     """`Trainer` with token-budget batches, optional class weights and local evaluation.
 
@@ -145,8 +147,12 @@ class TokenBudgetTrainer(Trainer):
     def get_train_dataloader(self) -> DataLoader:
         ds = self.train_dataset
         sampler = TokenBudgetBatchSampler(
-            ds.lengths, self.batch_tokens, shuffle=True, seed=self.args.seed,
-            num_replicas=max(1, self.args.world_size), rank=self.args.process_index,
+            ds.lengths,
+            self.batch_tokens,
+            shuffle=True,
+            seed=self.args.seed,
+            num_replicas=max(1, self.args.world_size),
+            rank=self.args.process_index,
         )
         loader = self.accelerator.prepare(
             DataLoader(ds, batch_sampler=sampler, collate_fn=self.data_collator, num_workers=0)
@@ -180,8 +186,11 @@ class TokenBudgetTrainer(Trainer):
         self.model.load_state_dict(best.state_dict(), strict=True)
 
     def compute_loss(
-        self, model: torch.nn.Module, inputs: dict[str, torch.Tensor],
-        return_outputs: bool = False, num_items_in_batch: torch.Tensor | int | None = None,
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         if self.class_weights is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -191,8 +200,10 @@ class TokenBudgetTrainer(Trainer):
         weight = torch.tensor(self.class_weights, dtype=torch.float32, device=logits.device)
         # Weighted mean over labelled positions; float32 so fp16/bf16 logits do not overflow.
         loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-            weight=weight, ignore_index=IGNORE_INDEX,
+            logits.reshape(-1, logits.shape[-1]).float(),
+            labels.reshape(-1),
+            weight=weight,
+            ignore_index=IGNORE_INDEX,
         )
         return (loss, outputs) if return_outputs else loss
 
@@ -208,11 +219,19 @@ class LogRecorder(TrainerCallback):
     def __init__(self) -> None:
         self.entries: list[LogEntry] = []
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         for key, value in (logs or {}).items():
-            if key == "epoch" or not isinstance(value, (int, float)) or key.endswith(
-                ("_runtime", "_per_second", "_steps_per_second")
+            if (
+                key == "epoch"
+                or not isinstance(value, (int, float))
+                or key.endswith(("_runtime", "_per_second", "_steps_per_second"))
             ):
                 continue
             if key.startswith("train_"):  # end-of-training summary (train_loss, ...)
@@ -220,7 +239,7 @@ class LogRecorder(TrainerCallback):
             split, name = ("train", key)
             for prefix, which in (("eval_", "validation"), ("test_", "test")):
                 if key.startswith(prefix):
-                    split, name = which, key[len(prefix):]
+                    split, name = which, key[len(prefix) :]
             epoch = float(state.epoch or 0.0)
             self.entries.append(LogEntry(state.global_step, epoch, split, name, float(value)))
 
@@ -236,12 +255,14 @@ class TimeBudget(TrainerCallback):
         self.seconds = seconds
         self.start = 0.0
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState,
-                       control: TrainerControl, **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self.start = time.monotonic()
 
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                    **kwargs: Any) -> None:
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if state.global_step >= state.max_steps:
             control.should_evaluate = control.should_save = True
         if self.seconds is None:
@@ -268,8 +289,14 @@ class StopOnNonFinite(TrainerCallback):
     DDP rank raises at the same step.
     """
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         names = ("loss",) if args.fp16 else ("loss", "grad_norm")
         for name in names:
             value = (logs or {}).get(name)

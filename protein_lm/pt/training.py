@@ -125,8 +125,9 @@ def _precision_flags(precision: str, device: str) -> dict[str, bool]:
 
     if device == "cpu" or precision == "fp32":
         if precision in ("bf16", "fp16") and device == "cpu":
-            warnings.warn(f"precision={precision!r} ignored on CPU; training in fp32",
-                          stacklevel=4)
+            warnings.warn(
+                f"precision={precision!r} ignored on CPU; training in fp32", stacklevel=4
+            )
         return {"bf16": False, "fp16": False}
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -161,11 +162,15 @@ def _caller_random_states_kept(state: PartialState) -> Iterator[None]:
             np.random.set_state(np_state)
 
 
-def _shared_tmp_dir(state: PartialState, stack: contextlib.ExitStack, output_dir: Path,
-                    overwrite: bool) -> Path:
+def _shared_tmp_dir(
+    state: PartialState, stack: contextlib.ExitStack, output_dir: Path, overwrite: bool
+) -> Path:
     """Rank 0 opens the atomic output directory; the other ranks receive its path."""
-    path = [str(stack.enter_context(atomic_output_dir(output_dir, overwrite=overwrite)))
-            if state.is_main_process else ""]
+    path = [
+        str(stack.enter_context(atomic_output_dir(output_dir, overwrite=overwrite)))
+        if state.is_main_process
+        else ""
+    ]
     if state.num_processes > 1:
         import torch.distributed as dist
 
@@ -173,10 +178,15 @@ def _shared_tmp_dir(state: PartialState, stack: contextlib.ExitStack, output_dir
     return Path(path[0])
 
 
-def _trainer(config: FinetuneConfig, plan: TrainingPlan, splits: PreparedSplits,
-             model: PreTrainedModel, tmp: Path, state: PartialState,
-             extra_metrics: Callable[[np.ndarray, np.ndarray], Mapping[str, float]] | None,
-             ) -> tuple[Trainer, LogRecorder]:
+def _trainer(
+    config: FinetuneConfig,
+    plan: TrainingPlan,
+    splits: PreparedSplits,
+    model: PreTrainedModel,
+    tmp: Path,
+    state: PartialState,
+    extra_metrics: Callable[[np.ndarray, np.ndarray], Mapping[str, float]] | None,
+) -> tuple[Trainer, LogRecorder]:
     """The token-budget `Trainer` that runs `plan`, and the callback recording its log."""
     import transformers
 
@@ -195,19 +205,30 @@ def _trainer(config: FinetuneConfig, plan: TrainingPlan, splits: PreparedSplits,
     eval_steps = plan.eval_steps
     args = transformers.TrainingArguments(
         output_dir=str(tmp / "checkpoints"),
-        max_steps=config.max_steps or -1, num_train_epochs=config.epochs or 3.0,
-        learning_rate=plan.learning_rate, weight_decay=config.weight_decay,
-        warmup_steps=plan.warmup_steps, lr_scheduler_type="linear",
-        seed=config.seed, data_seed=config.seed,
-        eval_strategy="steps", eval_steps=eval_steps,
-        save_strategy="steps", save_steps=eval_steps,
+        max_steps=config.max_steps or -1,
+        num_train_epochs=config.epochs or 3.0,
+        learning_rate=plan.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=plan.warmup_steps,
+        lr_scheduler_type="linear",
+        seed=config.seed,
+        data_seed=config.seed,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
         logging_steps=max(1, min(eval_steps, plan.total_steps // 50)),
         logging_nan_inf_filter=False,  # a NaN loss must reach StopOnNonFinite, not be dropped
         load_best_model_at_end=True,
-        metric_for_best_model=SELECTION_METRIC[task], greater_is_better=True,
-        save_total_limit=1, save_only_model=True, report_to="none",
+        metric_for_best_model=SELECTION_METRIC[task],
+        greater_is_better=True,
+        save_total_limit=1,
+        save_only_model=True,
+        report_to="none",
         disable_tqdm=not config.progress or not state.is_main_process,
-        remove_unused_columns=False, dataloader_num_workers=0, use_cpu=device == "cpu",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        use_cpu=device == "cpu",
         activation_checkpointing=config.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
         **_precision_flags(config.precision, device),
@@ -215,14 +236,21 @@ def _trainer(config: FinetuneConfig, plan: TrainingPlan, splits: PreparedSplits,
     preprocess, compute = metric_functions(task, splits.scale, extra_metrics)
     recorder = LogRecorder()
     trainer = TokenBudgetTrainer(
-        model=model, args=args, train_dataset=splits.train, eval_dataset=splits.validation,
-        data_collator=make_collator(task, config.max_length), processing_class=hf_tokenizer(),
-        compute_metrics=compute, preprocess_logits_for_metrics=preprocess,
+        model=model,
+        args=args,
+        train_dataset=splits.train,
+        eval_dataset=splits.validation,
+        data_collator=make_collator(task, config.max_length),
+        processing_class=hf_tokenizer(),
+        compute_metrics=compute,
+        preprocess_logits_for_metrics=preprocess,
         callbacks=[recorder, TimeBudget(config.max_time_s), StopOnNonFinite()],
-        batch_tokens=config.batch_tokens, eval_batch_tokens=config.eval_batch_tokens or
-        2 * config.batch_tokens, max_length=config.max_length,
-        class_weights=None if splits.id2label is None else class_weights(
-            config.class_weights, splits.train.labels, len(splits.id2label)),
+        batch_tokens=config.batch_tokens,
+        eval_batch_tokens=config.eval_batch_tokens or 2 * config.batch_tokens,
+        max_length=config.max_length,
+        class_weights=None
+        if splits.id2label is None
+        else class_weights(config.class_weights, splits.train.labels, len(splits.id2label)),
     )
     if not config.progress:  # no progress bar: also no printed log dicts
         trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
@@ -230,27 +258,42 @@ def _trainer(config: FinetuneConfig, plan: TrainingPlan, splits: PreparedSplits,
 
 
 def _without_prefix(metrics: Mapping[str, float], prefix: str) -> dict[str, float]:
-    return clean_metrics({k.removeprefix(prefix): v for k, v in metrics.items()
-                          if not k.endswith(("runtime", "per_second", "epoch"))})
+    return clean_metrics(
+        {
+            k.removeprefix(prefix): v
+            for k, v in metrics.items()
+            if not k.endswith(("runtime", "per_second", "epoch"))
+        }
+    )
 
 
-def _best_metrics(trainer: Trainer, recorder: LogRecorder, splits: PreparedSplits,
-                  ) -> tuple[dict[str, float], dict[str, float] | None]:
+def _best_metrics(
+    trainer: Trainer,
+    recorder: LogRecorder,
+    splits: PreparedSplits,
+) -> tuple[dict[str, float], dict[str, float] | None]:
     """Validation metrics at the best step (as logged) and test metrics of the best weights."""
     best_step = trainer.state.best_global_step
-    val_metrics = {e.name: e.value for e in recorder.entries
-                   if e.split == "validation" and e.step == best_step}
+    val_metrics = {
+        e.name: e.value
+        for e in recorder.entries
+        if e.split == "validation" and e.step == best_step
+    }
     if not val_metrics:  # no evaluation logged at the best step: evaluate again
         val_metrics = trainer.evaluate(splits.validation)
     test_metrics = None
     if splits.test is not None:
         test_metrics = _without_prefix(
-            trainer.evaluate(splits.test, metric_key_prefix="test"), "test_")
+            trainer.evaluate(splits.test, metric_key_prefix="test"), "test_"
+        )
     return _without_prefix(val_metrics, "eval_"), test_metrics
 
 
-def _gathered(state: PartialState, digest: str, val_metrics: dict[str, float],
-              ) -> tuple[list[str], list[dict[str, float]]]:
+def _gathered(
+    state: PartialState,
+    digest: str,
+    val_metrics: dict[str, float],
+) -> tuple[list[str], list[dict[str, float]]]:
     """Every process's weight digest and validation metrics (they must agree under DDP)."""
     if state.num_processes == 1:
         return [digest], [val_metrics]
@@ -259,6 +302,18 @@ def _gathered(state: PartialState, digest: str, val_metrics: dict[str, float],
     gathered: list[Any] = [None] * state.num_processes
     dist.all_gather_object(gathered, (digest, val_metrics))
     return [g[0] for g in gathered], [g[1] for g in gathered]
+
+
+def _batches_per_epoch(config: FinetuneConfig, splits: PreparedSplits, state: Any) -> int:
+    """Training batches one process sees per epoch (token-budget batches, sharded over ranks)."""
+    sampler = TokenBudgetBatchSampler(
+        splits.train.lengths,
+        config.batch_tokens,
+        seed=config.seed,
+        num_replicas=state.num_processes,
+        rank=0,
+    )
+    return len(sampler)
 
 
 # ------------------------------------------------------------------------------- finetune
@@ -298,21 +353,30 @@ def finetune(
     from protein_lm.tokenization import hf_tokenizer
 
     task = config.task
-    splits = prepare_splits(train, validation, test, task, max_length=config.max_length,
-                            length_policy=config.length_policy, source_names=source_names)
+    splits = prepare_splits(
+        train,
+        validation,
+        test,
+        task,
+        max_length=config.max_length,
+        length_policy=config.length_policy,
+        source_names=source_names,
+    )
     state = PartialState(cpu=config.device == "cpu")
-    n_batches = len(TokenBudgetBatchSampler(
-        splits.train.lengths, config.batch_tokens, seed=config.seed,
-        num_replicas=state.num_processes, rank=0))
-    plan = plan_training(config, splits, n_batches, framework="pt", lora=config.lora)
+    plan = plan_training(
+        config, splits, _batches_per_epoch(config, splits, state), framework="pt", lora=config.lora
+    )
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(_caller_random_states_kept(state))
         transformers.set_seed(config.seed)  # classifier head init of pretrained models
         tmp = _shared_tmp_dir(state, stack, Path(output_dir), overwrite)
         model = load_model(
-            config.model, task,  # type: ignore[arg-type]
-            id2label=splits.id2label, seed=config.seed, device="cpu",
+            config.model,
+            task,  # type: ignore[arg-type]
+            id2label=splits.id2label,
+            seed=config.seed,
+            device="cpu",
             attn_implementation=config.attn_implementation,  # type: ignore[arg-type]
             config_overrides=dict(config.model_overrides) or None,
         )
@@ -342,8 +406,14 @@ def finetune(
     if state.num_processes > 1:
         torch.distributed.barrier()  # every rank returns after rank 0 renamed the directory
     return FinetuneResult(
-        output_dir=Path(output_dir), validation=val_metrics, test=test_metrics,
-        best_step=trainer.state.best_global_step, steps=trainer.state.global_step,
-        train_seconds=train_seconds, world_size=state.num_processes, weights_sha256=digest,
-        id2label=splits.id2label, log=tuple(recorder.entries),
+        output_dir=Path(output_dir),
+        validation=val_metrics,
+        test=test_metrics,
+        best_step=trainer.state.best_global_step,
+        steps=trainer.state.global_step,
+        train_seconds=train_seconds,
+        world_size=state.num_processes,
+        weights_sha256=digest,
+        id2label=splits.id2label,
+        log=tuple(recorder.entries),
     )

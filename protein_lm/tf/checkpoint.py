@@ -182,10 +182,12 @@ def _checkpoint_files(name_or_path: str) -> tuple[dict[str, Any], list[Path]]:
         return config, check_safetensors(path)
     hub = require("huggingface_hub", "tf")
     try:
-        cfg = hub.hf_hub_download(source.name, "config.json",
-                                  local_files_only=source.local_files_only)
-        weights = hub.hf_hub_download(source.name, "model.safetensors",
-                                      local_files_only=source.local_files_only)
+        cfg = hub.hf_hub_download(
+            source.name, "config.json", local_files_only=source.local_files_only
+        )
+        weights = hub.hf_hub_download(
+            source.name, "model.safetensors", local_files_only=source.local_files_only
+        )
     except Exception as exc:  # any hub failure: say what to do
         raise ModelNotFoundError(
             f"Could not get model.safetensors of {source.name!r} ({exc}); download it once while "

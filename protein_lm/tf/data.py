@@ -64,7 +64,9 @@ def train_dataset(
     import tensorflow as tf
 
     collate = Collator(
-        task, max_length=config.max_length, pad_to_multiple_of=multiple  # type: ignore[arg-type]
+        task,  # type: ignore[arg-type]
+        max_length=config.max_length,
+        pad_to_multiple_of=multiple,
     )
     # Batch by the padded width the collator will produce, so the budget holds after rounding.
     lengths = [

@@ -95,7 +95,11 @@ class EsmSelfAttention(layers.Layer):
         self.out_dropout = layers.Dropout(cfg.hidden_dropout_prob, dtype=dtype)
 
     def call(
-        self, x: tf.Tensor, key_mask: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor,
+        self,
+        x: tf.Tensor,
+        key_mask: tf.Tensor,
+        cos: tf.Tensor,
+        sin: tf.Tensor,
         training: bool = False,
     ) -> tf.Tensor:
         b, t = ops.shape(x)[0], ops.shape(x)[1]
@@ -130,7 +134,11 @@ class EsmLayer(layers.Layer):
         self.dropout = layers.Dropout(cfg.hidden_dropout_prob, dtype=dtype)
 
     def call(
-        self, x: tf.Tensor, key_mask: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor,
+        self,
+        x: tf.Tensor,
+        key_mask: tf.Tensor,
+        cos: tf.Tensor,
+        sin: tf.Tensor,
         training: bool = False,
     ) -> tf.Tensor:
         a = self.attention(x, key_mask, cos, sin, training=training)
@@ -164,8 +172,9 @@ class EsmEncoder(layers.Layer):
             autocast=False,  # rotary angles stay float32 under mixed precision
         )
 
-    def call(self, input_ids: tf.Tensor, attention_mask: tf.Tensor,
-             training: bool = False) -> tf.Tensor:
+    def call(
+        self, input_ids: tf.Tensor, attention_mask: tf.Tensor, training: bool = False
+    ) -> tf.Tensor:
         cfg = self.cfg
         real = ops.cast(attention_mask, "float32")  # (B, T)
         x = self.word_embeddings(input_ids)  # (B, T, D)

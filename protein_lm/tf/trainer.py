@@ -30,8 +30,7 @@ keras_tf()  # the TensorFlow backend, chosen before keras is imported here
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-__all__ = ["FitOutcome", "LinearSchedule", "BestOnValidation", "device_settings",
-           "fit_and_select"]
+__all__ = ["FitOutcome", "LinearSchedule", "BestOnValidation", "device_settings", "fit_and_select"]
 
 
 def device_settings(precision: str, jit_compile: bool | str) -> tuple[str, bool]:
@@ -77,9 +76,17 @@ class BestOnValidation(keras.callbacks.Callback):
     `InvalidInputError` on a non-finite training loss.
     """
 
-    def __init__(self, forward: Callable[[dict[str, np.ndarray]], tf.Tensor], split: Split,
-                 config: FinetuneOptions, plan: TrainingPlan, scale: tuple[float, float], *,
-                 optimizer: keras.optimizers.Optimizer, start: float) -> None:
+    def __init__(
+        self,
+        forward: Callable[[dict[str, np.ndarray]], tf.Tensor],
+        split: Split,
+        config: FinetuneOptions,
+        plan: TrainingPlan,
+        scale: tuple[float, float],
+        *,
+        optimizer: keras.optimizers.Optimizer,
+        start: float,
+    ) -> None:
         super().__init__()
         self.forward, self.split, self.config, self.plan = forward, split, config, plan
         self.scale, self.optimizer, self.start = scale, optimizer, start
@@ -94,8 +101,11 @@ class BestOnValidation(keras.callbacks.Callback):
         """Loss and task metrics of the current weights on `split`."""
         config = self.config
         eval_tokens = config.eval_batch_tokens or 2 * config.batch_tokens
-        return clean_metrics(evaluate_split(self.forward, split, config.task, eval_tokens,
-                                            config.max_length, self.scale))
+        return clean_metrics(
+            evaluate_split(
+                self.forward, split, config.task, eval_tokens, config.max_length, self.scale
+            )
+        )
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         # Raise, not just stop (keras' TerminateOnNaN): a stopped fit would still save the
@@ -134,8 +144,9 @@ class FitOutcome:
     train_seconds: float
 
 
-def _compile(model: EsmTaskModel, config: FinetuneOptions, plan: TrainingPlan,
-             jit: bool) -> keras.optimizers.AdamW:
+def _compile(
+    model: EsmTaskModel, config: FinetuneOptions, plan: TrainingPlan, jit: bool
+) -> keras.optimizers.AdamW:
     optimizer = keras.optimizers.AdamW(
         learning_rate=LinearSchedule(plan.learning_rate, plan.total_steps, plan.warmup_steps),
         weight_decay=config.weight_decay,
@@ -153,8 +164,15 @@ def _compile(model: EsmTaskModel, config: FinetuneOptions, plan: TrainingPlan,
     return optimizer
 
 
-def fit_and_select(model: EsmTaskModel, splits: PreparedSplits, config: FinetuneOptions,
-                   plan: TrainingPlan, *, jit: bool, multiple: int) -> FitOutcome:
+def fit_and_select(
+    model: EsmTaskModel,
+    splits: PreparedSplits,
+    config: FinetuneOptions,
+    plan: TrainingPlan,
+    *,
+    jit: bool,
+    multiple: int,
+) -> FitOutcome:
     """Train `model` by `plan`, restore its best weights on validation, then score the test split.
 
     `multiple` rounds batch widths up (64 under XLA, so it compiles a bounded set of shapes).
@@ -162,8 +180,9 @@ def fit_and_select(model: EsmTaskModel, splits: PreparedSplits, config: Finetune
     optimizer = _compile(model, config, plan, jit)
     forward = inference_function(model, jit_compile=jit)
     start = time.monotonic()
-    callback = BestOnValidation(forward, splits.validation, config, plan, splits.scale,
-                                optimizer=optimizer, start=start)
+    callback = BestOnValidation(
+        forward, splits.validation, config, plan, splits.scale, optimizer=optimizer, start=start
+    )
     model.fit(
         train_dataset(splits.train, config.task, config, multiple),
         epochs=plan.eval_rounds,
@@ -177,5 +196,11 @@ def fit_and_select(model: EsmTaskModel, splits: PreparedSplits, config: Finetune
     if callback.best_weights is not None:
         model.set_weights(callback.best_weights)
     test = None if splits.test is None else callback.evaluate(splits.test)
-    return FitOutcome(tuple(callback.entries), callback.best_step, callback.best_metrics, test,
-                      steps, train_seconds)
+    return FitOutcome(
+        tuple(callback.entries),
+        callback.best_step,
+        callback.best_metrics,
+        test,
+        steps,
+        train_seconds,
+    )

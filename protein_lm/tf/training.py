@@ -60,8 +60,10 @@ class TFFinetuneConfig(FinetuneOptions):
 
     def _checks(self) -> list[tuple[bool, str]]:
         return super()._checks() + [
-            (self.jit_compile in ("auto", True, False),
-             f"`jit_compile` must be 'auto', True or False, got {self.jit_compile!r}"),
+            (
+                self.jit_compile in ("auto", True, False),
+                f"`jit_compile` must be 'auto', True or False, got {self.jit_compile!r}",
+            ),
         ]
 
 
@@ -97,13 +99,19 @@ def finetune(
     from protein_lm.tf.trainer import device_settings, fit_and_select
 
     task = config.task
-    splits = prepare_splits(train, validation, test, task, max_length=config.max_length,
-                            length_policy=config.length_policy, source_names=source_names)
+    splits = prepare_splits(
+        train,
+        validation,
+        test,
+        task,
+        max_length=config.max_length,
+        length_policy=config.length_policy,
+        source_names=source_names,
+    )
     policy, jit = device_settings(config.precision, config.jit_compile)
     multiple = 64 if jit else 1
     lengths = [
-        round_len(min(len(s) + 2, config.max_length), multiple) - 2
-        for s in splits.train.sequences
+        round_len(min(len(s) + 2, config.max_length), multiple) - 2 for s in splits.train.sequences
     ]
     n_batches = len(token_budget_batches(lengths, config.batch_tokens))
     plan = plan_training(config, splits, n_batches, framework="tf")
