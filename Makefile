@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= torch,tf,fold,notebooks,dev
 
-.PHONY: setup demo test test-tests test-notebooks lab lint clean
+.PHONY: setup demo test lab lint clean
 
 setup: $(VENV)/.installed
 
@@ -22,9 +22,9 @@ demo: setup
 	$(PY) -m protein_lm.demo
 
 # tests: 2 xdist workers, one test module per unit of work, modules with slow tests first
-# (tests/conftest.py); notebooks: nbval runs every cell, notebooks/conftest.py checks the outputs.
+# (tests/conftest.py), plus every >>> example in the package's docstrings; notebooks: nbval runs every cell, notebooks/conftest.py checks the outputs.
 test: setup
-	$(VENV)/bin/pytest -n 2 --dist loadscope --no-loadscope-reorder --durations=25 tests
+	$(VENV)/bin/pytest -n 2 --dist loadscope --no-loadscope-reorder --durations=25 --doctest-modules tests protein_lm
 	PROTEIN_LM_SMOKE=1 $(VENV)/bin/pytest --nbval-lax --current-env --durations=25 notebooks/
 
 lint: setup
