@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMATS",
+    "check_output",
     "save_embeddings",
     "load_embeddings",
     "to_dataset",
@@ -151,20 +152,32 @@ def to_dataset(emb: Embeddings) -> Dataset:
     return datasets.Dataset.from_dict(cols)
 
 
-def save_embeddings(emb: Embeddings, path: str | os.PathLike[str]) -> Path:
-    """Write `emb` atomically as `.npz`, `.npy` (+ `.ids.txt`) or `.parquet` (by the suffix)."""
+def check_output(
+    path: str | os.PathLike[str], *, per_residue: bool = False, contacts: bool = False
+) -> str:
+    """The lower-case suffix of an embeddings output, refused (before any work) when it is not
+    .npz, .npy, .parquet or a folder, or when .npy is asked to hold more than mean embeddings."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in FORMATS[:3]:
-        raise InvalidInputError(
-            f"Output {path} must end in .npz, .npy or .parquet, got {suffix!r}"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".npy" and (emb.per_residue is not None or emb.contacts is not None):
+    if suffix not in FORMATS:
+        raise InvalidInputError(f"Output {path} must end in .npz, .npy, .parquet or be a folder")
+    if suffix == ".npy" and (per_residue or contacts):
         raise InvalidInputError(
             f"{path}: .npy holds only mean embeddings; "
             "use .npz or .parquet for per-residue/contacts"
         )
+    return suffix
+
+
+def save_embeddings(emb: Embeddings, path: str | os.PathLike[str]) -> Path:
+    """Write `emb` atomically as `.npz`, `.npy` (+ `.ids.txt`) or `.parquet` (by the suffix)."""
+    path = Path(path)
+    suffix = check_output(
+        path, per_residue=emb.per_residue is not None, contacts=emb.contacts is not None
+    )
+    if suffix == "":
+        raise InvalidInputError(f"Output {path} must end in .npz, .npy or .parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:
         if suffix == ".parquet":
             to_dataset(emb).to_parquet(str(tmp))
@@ -221,9 +234,11 @@ def embed_to_file(
         raise ValueError(f"`shard_size` must be > 0, got {shard_size}")
     count = check_shard(*shard)[1]
     output = Path(output)
-    suffix = output.suffix.lower()
-    if suffix not in FORMATS:
-        raise InvalidInputError(f"Output {output} must end in .npz, .npy, .parquet or be a folder")
+    suffix = check_output(
+        output,
+        per_residue=bool(embed_kwargs.get("per_residue")),
+        contacts=bool(embed_kwargs.get("contacts")),
+    )
     records = as_records(sequences)
     # Every record is checked before anything is written, so bad input leaves no folder behind.
     check_records(records, long_policy=embed_kwargs.get("long_policy", "error"))

@@ -298,14 +298,19 @@ def output_lock(path: str | os.PathLike[str], shard: tuple[int, int] = (0, 1)) -
 
 
 @contextlib.contextmanager
-def atomic_output_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output_dir(
+    path: str | os.PathLike[str], *, overwrite: bool = False, marker: str | None = None
+) -> Iterator[Path]:
     """Yield a fresh temporary folder that replaces `path` only if the block succeeds.
 
     Raises `InvalidInputError` up front when `path` exists and is not empty (unless `overwrite`),
     so a run never mixes old and new files, and when `path` is a file (never replaced, even with
-    `overwrite`: it is not a run's output). The temporary folder `.<name>.<pid>.<random>.tmp`
-    sits beside `path` (same file system, so the final `os.replace` is a rename) and is deleted on
-    any exception; ones left by killed runs (whose process is gone) are deleted on the next run.
+    `overwrite`: it is not a run's output). `overwrite` never replaces the current directory or
+    one above it, and with `marker` (a file name every output of the run holds) only a folder
+    holding that file: `--output-dir . --overwrite` must not delete the user's data. The
+    temporary folder `.<name>.<pid>.<random>.tmp` sits beside `path` (same file system, so the
+    final `os.replace` is a rename) and is deleted on any exception; ones left by killed runs
+    (whose process is gone) are deleted on the next run.
     A symlink `path` is written through: its target is replaced and the link stays a link. The
     output is locked for the block (`output_lock`). The result follows the user's umask (not the
     0700/0600 of temporary files).
@@ -323,6 +328,8 @@ def atomic_output_dir(path: str | os.PathLike[str], *, overwrite: bool = False) 
                 f"Output directory {shown!r} already exists and is not empty; choose a new "
                 "directory or pass overwrite=True (CLI: --overwrite)"
             )
+        if final.exists() and any(final.iterdir()):
+            _check_replaceable(final, shown, marker)
         _remove_stale(final)
         tmp = Path(
             tempfile.mkdtemp(
@@ -342,6 +349,22 @@ def atomic_output_dir(path: str | os.PathLike[str], *, overwrite: bool = False) 
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_replaceable(final: Path, shown: str, marker: str | None) -> None:
+    """Refuse to replace a non-empty folder that is not an earlier output (see
+    `atomic_output_dir`)."""
+    here = Path(os.path.realpath(os.getcwd()))
+    if here == final or final in here.parents:
+        raise InvalidInputError(
+            f"Output directory {shown!r} holds the current directory; --overwrite would delete "
+            "it; choose a new directory"
+        )
+    if marker is not None and not (final / marker).is_file():
+        raise InvalidInputError(
+            f"Output directory {shown!r} is not an earlier run's output (no {marker}); "
+            "--overwrite replaces only those; choose a new directory"
+        )
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "check_head",
     "ESM2_PRESETS",
     "TASKS",
     "TASK_ARCHITECTURES",
@@ -238,6 +239,47 @@ def label_config_kwargs(
         if task == "sequence-classification":
             kw.update(problem_type="single_label_classification")
     return kw
+
+
+def check_head(
+    config: PretrainedConfig | dict[str, Any], task: str, label_kw: dict[str, Any], name: str
+) -> None:
+    """Refuse (one line) to load a checkpoint whose `task` head was trained for other labels.
+
+    `label_kw` is `label_config_kwargs(...)` of the run. A folder saved with a head for `task`
+    (its `architectures`) keeps that head only for the same labels: transformers would raise a
+    size-mismatch traceback for another class count and silently reuse the head under new names
+    for other label names; regression and classification share one architecture but not a head.
+    Shared by the PyTorch loader and `protein_lm.tf.checkpoint`.
+    """
+    get = (
+        config.get
+        if isinstance(config, dict)
+        else lambda key, default=None: getattr(config, key, default)
+    )
+    if not label_kw or TASK_ARCHITECTURES[task] not in (get("architectures") or []):
+        return
+    old_labels = {int(k): str(v) for k, v in (get("id2label") or {}).items()}
+    old_n = len(old_labels) or int(get("num_labels", 2) or 2)
+    old_regression = get("problem_type") == "regression"
+    new_labels = label_kw.get("id2label")
+    differs = (
+        (label_kw.get("num_labels") not in (None, old_n))
+        or (new_labels is not None and new_labels != old_labels)
+        or (task == "regression") != old_regression
+    )
+    if differs:
+        old = "regression" if old_regression else f"{old_n}-class {sorted(old_labels.values())}"
+        new = (
+            "regression"
+            if task == "regression"
+            else f"{label_kw.get('num_labels')}-class {sorted((new_labels or {}).values())}"
+        )
+        raise InvalidInputError(
+            f"Model folder {name!r} holds a {old} {task} head, but this run has {new} labels; "
+            "fine-tune from the base model it was trained from (its finetune_config.json names "
+            "it), or use the same labels"
+        )
 
 
 @dataclass(frozen=True)
@@ -516,6 +558,8 @@ def load_model(
             model = cls(config).eval()  # eval mode, as from_pretrained returns it
     else:
         source = resolve_model(name_or_path)
+        if label_kw:
+            check_head(load_config(name_or_path), task, label_kw, name_or_path)
         model = cls.from_pretrained(
             source.name,
             use_safetensors=True,

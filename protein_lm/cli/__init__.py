@@ -47,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `protein-lm`; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "verbose", False) and getattr(args, "quiet", False):
+        # `protein-lm -v fold ... -q`: the top-level -v escapes the subcommand's exclusive group
+        parser.error("argument -q/--quiet: not allowed with argument -v/--verbose")
     try:
         # Before any input is read or file made: a device this machine lacks is a usage error.
         check_device(getattr(args, "device", None), "--device")

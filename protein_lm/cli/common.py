@@ -13,11 +13,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["add_common_options", "common_options_applied"]
+__all__ = [
+    "add_common_options",
+    "common_options_applied",
+    "positive_int",
+    "non_negative_int",
+    "positive_float",
+]
 
 _DEVICE = re.compile(r"^(cpu|mps|(cuda|xpu)(:\d+)?)$")
 # `finetune` places the model through accelerate's PartialState, which takes only these two
@@ -31,6 +38,30 @@ def _device(value: str) -> str:
             f"must be cpu, cuda, cuda:N, mps or xpu[:N], got {value!r}"
         )
     return value
+
+
+def positive_int(value: str) -> int:
+    """argparse type: an int > 0 (argparse names the flag in its one-line error)."""
+    number = int(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {number}")
+    return number
+
+
+def non_negative_int(value: str) -> int:
+    """argparse type: an int >= 0."""
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
+    return number
+
+
+def positive_float(value: str) -> float:
+    """argparse type: a finite float > 0."""
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {value}")
+    return number
 
 
 def _finetune_device(value: str) -> str:

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from protein_lm.cli.common import add_common_options
+from protein_lm.cli.common import add_common_options, positive_int
 
 __all__ = ["add_parser", "run"]
 
@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--batch-tokens",
-        type=int,
+        type=positive_int,
         default=4096,
         help="token budget per batch, padding included (default 4096)",
     )
@@ -59,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--shard-size",
-        type=int,
+        type=positive_int,
         default=1000,
         help="records per resumable shard file (default 1000); the unit of work "
         "shared out among processes, so keep it <= records / processes",
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from protein_lm.distributed import bulk_run
-    from protein_lm.embedding_store import embed_to_file
+    from protein_lm.embedding_store import check_output, embed_to_file
     from protein_lm.embeddings import check_records
     from protein_lm.files import output_lock
     from protein_lm.models import load_model
@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
     records = read_fasta(args.input)  # every record checked before the model is loaded
     check_records(records, long_policy=args.long)
+    check_output(args.output, per_residue=args.per_residue, contacts=args.contacts)
     with (
         bulk_run(args.shard, args.device, progress=not args.no_progress) as bulk,
         output_lock(args.output, bulk.shard),

@@ -4,10 +4,11 @@ labels."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from protein_lm.cli.common import add_common_options
+from protein_lm.cli.common import add_common_options, positive_float, positive_int
 from protein_lm.errors import InvalidInputError
 from protein_lm.finetuning.config import FINETUNE_TASKS, SELECTION_METRIC
 
@@ -37,19 +38,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--framework", choices=("pt", "tf"), default="pt")
     g = p.add_mutually_exclusive_group()
     g.add_argument(
-        "--epochs", type=float, default=None, help="default 3 when --max-steps is unset"
+        "--epochs", type=positive_float, default=None, help="default 3 when --max-steps is unset"
     )
-    g.add_argument("--max-steps", type=int, default=None)
+    g.add_argument("--max-steps", type=positive_int, default=None)
     p.add_argument(
         "--learning-rate",
-        type=float,
+        type=positive_float,
         default=None,
         help="default 1e-3 for 'tiny' (from scratch), 5e-5 for pretrained models, "
         "3e-4 with --lora",
     )
     p.add_argument(
         "--batch-tokens",
-        type=int,
+        type=positive_int,
         default=8000,
         help="token budget per batch, padding included (default 8000)",
     )
@@ -60,14 +61,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     # PyTorch options (the TF path reads the ones it supports)
     p.add_argument(
         "--max-time",
-        type=float,
+        type=positive_float,
         default=None,
         metavar="SECONDS",
         help="stop training after this many seconds (the last step is evaluated)",
     )
     p.add_argument(
         "--eval-steps",
-        type=int,
+        type=positive_int,
         default=None,
         help="evaluate/checkpoint every N steps (default: 10 times per run)",
     )
@@ -77,7 +78,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="none",
         help="'balanced': weight the loss by inverse class frequency",
     )
-    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--lora-rank", type=positive_int, default=8)
     p.add_argument(
         "--gradient-checkpointing",
         action="store_true",
@@ -120,6 +121,13 @@ def run(args: argparse.Namespace) -> int:
                 f"{', '.join(used)}: PyTorch-only option(s); drop them or use --framework pt"
             )
     files = [args.train, args.validation, args.test]
+    out = Path(os.path.realpath(args.output_dir))
+    for f in files:
+        if f is not None and out in Path(os.path.realpath(f)).parents:
+            raise InvalidInputError(
+                f"{f} is inside --output-dir {args.output_dir}, which a run replaces as a whole; "
+                "choose another --output-dir"
+            )
     # Every file is read and validated before any model is loaded or training starts.
     tables = [None if f is None else read_table(f, args.task) for f in files]
     common = dict(

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from protein_lm.cli.common import add_common_options
+from protein_lm.cli.common import add_common_options, non_negative_int, positive_int
 from protein_lm.limits import FOLD_BATCH_RESIDUES, FOLD_MAX_RESIDUES
 
 __all__ = ["add_parser", "run"]
@@ -34,16 +34,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("pdb", "cif"), default="pdb")
     p.add_argument(
         "--max-tokens",
-        type=int,
+        type=positive_int,
         default=FOLD_BATCH_RESIDUES,
         help="residues per batch, padding included (default %(default)s; longer ones fold alone)",
     )
     p.add_argument(
-        "--num-recycles", type=int, default=None, help="default: the model's (4 for esmfold_v1)"
+        "--num-recycles",
+        type=non_negative_int,
+        default=None,
+        help="default: the model's (4 for esmfold_v1)",
     )
     p.add_argument(
         "--max-length",
-        type=int,
+        type=non_negative_int,
         default=FOLD_MAX_RESIDUES,
         help="longest record (residues + linkers) to fold; 0 = no limit (default %(default)s)",
     )

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from protein_lm.cli.common import add_common_options
+from protein_lm.cli.common import add_common_options, positive_int
 
 __all__ = ["add_parser", "run"]
 
@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help="FASTA (or CSV/TSV with a sequence column)")
     p.add_argument("-o", "--output", required=True, type=Path, help="output CSV")
     p.add_argument("--framework", choices=("pt", "tf"), default="pt")
-    p.add_argument("--batch-tokens", type=int, default=8000)
+    p.add_argument("--batch-tokens", type=positive_int, default=8000)
     add_common_options(p)  # --device, --no-progress, --quiet, --verbose
 
 
@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(result.ids)} predictions ({result.task}) written to {args.output}")
     if result.failed:
         print(
-            f"{len(result.failed)} record(s) failed (GPU out of memory), first: "
-            f"{result.failed[0]}; rerun them with a lower --batch-tokens",
+            f"{len(result.failed)} record(s) failed (GPU out of memory, or a NaN/inf output: "
+            f"see the log above), first: {result.failed[0]}; their prediction is empty",
             file=sys.stderr,
         )
         return 1

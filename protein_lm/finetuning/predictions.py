@@ -12,6 +12,7 @@ forward passes: `plan_windows` -> forward per item -> `assemble_predictions`.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import warnings
@@ -39,6 +40,8 @@ __all__ = [
     "assemble_predictions",
 ]
 
+log = logging.getLogger(__name__)
+
 # One work item: (record index, start residue of the window, window's residues).
 Item = tuple[int, int, str]
 
@@ -50,7 +53,8 @@ class Predictions:
     `predictions` holds class names (sequence classification), floats in the training label unit
     (regression) or one class character per residue (token classification). `probabilities` is
     float32 (N, C) in `class_names` order for sequence classification, else None. `failed` lists
-    the ids whose batch ran out of GPU memory: their prediction is "" (NaN for regression).
+    the ids whose batch ran out of GPU memory or whose output was not finite: their prediction is
+    "" (NaN for regression).
     """
 
     task: str
@@ -137,6 +141,18 @@ def assemble_predictions(
     for an item whose batch failed (its record is listed in `failed`).
     """
     ids = tuple(rec.id for rec in records)
+    # A NaN/inf output (broken weights, an overflow in half precision) is a failure, never a
+    # prediction: argmax over NaN would name a class, and a NaN regression value looks like data.
+    nonfinite = sorted(
+        {r for (r, _, _), o in zip(items, outputs) if o is not None and not np.isfinite(o).all()}
+    )
+    if nonfinite:
+        log.error(
+            "non-finite model output (NaN/inf) for %d record(s), listed as failed: %s",
+            len(nonfinite),
+            ", ".join(ids[r] for r in nonfinite[:10]) + (" ..." if len(nonfinite) > 10 else ""),
+        )
+        outputs = [None if r in nonfinite else o for (r, _, _), o in zip(items, outputs)]
     bad = {r for (r, _, _), out in zip(items, outputs) if out is None}
     failed = tuple(ids[r] for r in sorted(bad))
     if task == "regression":

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Literal
 
 from protein_lm.distributed import deal, rank_device
 from protein_lm.errors import InvalidInputError
-from protein_lm.folding.esmfold import build_folder, load_folding_model, prepare
+from protein_lm.folding.esmfold import build_folder, folding_config, load_folding_model, prepare
 from protein_lm.folding.options import FoldOptions, fold_options
 from protein_lm.folding.results import (
     DEFAULT_MODEL,
@@ -266,6 +266,7 @@ def _manifest(
     opts = {"num_recycles": options.num_recycles}
     if isinstance(model, (str, os.PathLike)) and str(model) != "tiny":
         name = str(model)  # its safetensors files are hashed (and validated), not loaded yet
+        folding_config(name)  # an ESM-2 or classifier folder: refused before anything is made
         return name, Manifest.of(weights_fingerprint(name), opts, model=name)
     name = "tiny" if isinstance(model, (str, os.PathLike)) else ""
     if name:  # random weights: built (small) so that its tensors are hashed

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from protein_lm.errors import InvalidInputError, InvalidSequenceError, require
+from protein_lm.errors import InvalidInputError, InvalidSequenceError, ModelNotFoundError, require
 from protein_lm.folding.options import FoldOptions, fold_options
 from protein_lm.folding.results import (
     DEFAULT_MODEL,
@@ -49,7 +49,7 @@ from protein_lm.sequences import FastaRecord, as_records, validate
 
 if TYPE_CHECKING:
     import torch
-    from transformers import EsmConfig, EsmForProteinFolding
+    from transformers import EsmConfig, EsmForProteinFolding, PretrainedConfig
 
 
 __all__ = [
@@ -62,6 +62,7 @@ __all__ = [
     "FoldOptions",
     "tiny_folding_config",
     "load_folding_model",
+    "folding_config",
     "build_folder",
     "fold",
     "iter_fold",
@@ -128,9 +129,7 @@ def load_folding_model(
             model = transformers.EsmForProteinFolding(config).eval()
         return place(model, device)
     source = resolve_model(str(name_or_path))
-    config = transformers.AutoConfig.from_pretrained(
-        source.name, local_files_only=source.local_files_only
-    )
+    config = folding_config(str(name_or_path))
     kwargs = _load_kwargs(device)
     if kwargs and importlib.util.find_spec("accelerate") is None:
         warnings.warn(
@@ -165,6 +164,25 @@ def _load_kwargs(device: str) -> dict[str, torch.device]:
     # A torch.device, not the string: transformers maps a bare "cuda" string to cuda:LOCAL_RANK,
     # while `place` (and torch) use the current device.
     return {"device_map": dev} if dev.type == "cuda" else {}
+
+
+def folding_config(name_or_path: str) -> PretrainedConfig:
+    """The config of an ESMFold hub id or local folder, refused (`ModelNotFoundError`, one line)
+    when it describes another model, e.g. an ESM-2 language model or a fine-tuned classifier:
+    transformers would fail later with an `AttributeError` on `esmfold_config`."""
+    transformers = require("transformers", "torch")
+    source = resolve_model(name_or_path, weights=False)
+    config = transformers.AutoConfig.from_pretrained(
+        source.name, local_files_only=source.local_files_only
+    )
+    if getattr(config, "esmfold_config", None) is None:
+        architectures = ", ".join(getattr(config, "architectures", None) or ["unknown"])
+        raise ModelNotFoundError(
+            f"Model {name_or_path!r} is not an ESMFold model (its config describes "
+            f"{architectures}, with no esmfold_config); fold with {DEFAULT_MODEL!r}, a folder "
+            "saved from EsmForProteinFolding, or 'tiny'"
+        )
+    return config
 
 
 def build_folder(

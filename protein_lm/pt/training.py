@@ -38,7 +38,12 @@ from protein_lm.batching import TokenBudgetBatchSampler
 from protein_lm.errors import require
 from protein_lm.finetuning.config import SELECTION_METRIC, FinetuneOptions, FinetuneOutcome
 from protein_lm.finetuning.plan import TrainingPlan, default_learning_rate, plan_training
-from protein_lm.finetuning.reporting import atomic_output_dir, clean_metrics, write_run_outputs
+from protein_lm.finetuning.reporting import (
+    CONFIG_FILE,
+    atomic_output_dir,
+    clean_metrics,
+    write_run_outputs,
+)
 from protein_lm.finetuning.splits import PreparedSplits, prepare_splits
 from protein_lm.pt.lora import is_peft_model, wrap_lora
 
@@ -167,7 +172,11 @@ def _shared_tmp_dir(
 ) -> Path:
     """Rank 0 opens the atomic output directory; the other ranks receive its path."""
     path = [
-        str(stack.enter_context(atomic_output_dir(output_dir, overwrite=overwrite)))
+        str(
+            stack.enter_context(
+                atomic_output_dir(output_dir, overwrite=overwrite, marker=CONFIG_FILE)
+            )
+        )
         if state.is_main_process
         else ""
     ]

@@ -275,6 +275,9 @@ def load_tf_model(
         model.new_head = _assign(model, state, "tiny", seed)
         return model
     config, files = _checkpoint_files(name_or_path)
+    from protein_lm.models import check_head, label_config_kwargs
+
+    check_head(config, task, label_config_kwargs(task, num_labels, id2label), name_or_path)
     safetensors_numpy = require("safetensors.numpy", "tf")
     state = {}
     for file in files:

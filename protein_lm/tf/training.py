@@ -28,7 +28,7 @@ from typing import Any
 from protein_lm.batching import token_budget_batches
 from protein_lm.finetuning.config import SELECTION_METRIC, FinetuneOptions, FinetuneOutcome
 from protein_lm.finetuning.plan import plan_training
-from protein_lm.finetuning.reporting import atomic_output_dir, write_run_outputs
+from protein_lm.finetuning.reporting import CONFIG_FILE, atomic_output_dir, write_run_outputs
 from protein_lm.finetuning.splits import prepare_splits
 from protein_lm.tf.checkpoint import load_tf_model, save_tf_model
 from protein_lm.tf.data import round_len
@@ -116,7 +116,7 @@ def finetune(
     n_batches = len(token_budget_batches(lengths, config.batch_tokens))
     plan = plan_training(config, splits, n_batches, framework="tf")
 
-    with atomic_output_dir(output_dir, overwrite=overwrite) as tmp:
+    with atomic_output_dir(output_dir, overwrite=overwrite, marker=CONFIG_FILE) as tmp:
         model = load_tf_model(
             config.model,
             task,

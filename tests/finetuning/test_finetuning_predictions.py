@@ -70,3 +70,22 @@ def test_regression_is_mapped_back_to_label_units() -> None:
     config = SimpleNamespace(protein_lm_label_scale=[10.0, 2.0])
     pred = assemble_predictions("regression", config, records, [(0, 0, "MKT")], [0.5])
     assert pred.predictions == (11.0,)
+
+
+@pytest.mark.parametrize("task", ["sequence-classification", "token-classification", "regression"])
+def test_a_non_finite_output_is_a_failure_never_a_prediction(task: str, caplog) -> None:
+    # argmax over NaN probabilities names a class; a NaN regression value looks like data.
+    records = [FastaRecord("good", "MKT"), FastaRecord("broken", "MKV")]
+    config = SimpleNamespace(id2label={0: "C", 1: "H"}, protein_lm_label_scale=None)
+    items = [(0, 0, "MKT"), (1, 0, "MKV")]
+    if task == "regression":
+        outputs: list = [0.5, float("nan")]
+    elif task == "token-classification":
+        outputs = [np.full((3, 2), 0.5), np.array([[0.1, 0.9], [np.inf, 0.0], [0.5, 0.5]])]
+    else:
+        outputs = [np.array([0.2, 0.8]), np.array([np.nan, np.nan])]
+    pred = assemble_predictions(task, config, records, items, outputs)
+    assert pred.failed == ("broken",)
+    assert "non-finite model output" in caplog.text and "broken" in caplog.text
+    if task != "regression":
+        assert pred.predictions[1] == "" and pred.predictions[0] != ""
