@@ -48,10 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `protein-lm`; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "verbose", False) and getattr(args, "quiet", False):
-        # `protein-lm -v fold ... -q`: the top-level -v escapes the subcommand's exclusive group
-        parser.error("argument -q/--quiet: not allowed with argument -v/--verbose")
+    try:  # argparse exits on usage errors (2) and --help (0): returned here like every status
+        args = parser.parse_args(argv)
+        if getattr(args, "verbose", False) and getattr(args, "quiet", False):
+            # `protein-lm -v fold ... -q`: the top-level -v is outside the subcommand's group
+            parser.error("argument -q/--quiet: not allowed with argument -v/--verbose")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         # Before any input is read or file made: a device this machine lacks is a usage error.
         check_device(getattr(args, "device", None), "--device")

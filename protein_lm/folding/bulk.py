@@ -266,8 +266,9 @@ def _manifest(
     opts = {"num_recycles": options.num_recycles}
     if isinstance(model, (str, os.PathLike)) and str(model) != "tiny":
         name = str(model)  # its safetensors files are hashed (and validated), not loaded yet
+        weights = weights_fingerprint(name)
         folding_config(name)  # an ESM-2 or classifier folder: refused before anything is made
-        return name, Manifest.of(weights_fingerprint(name), opts, model=name)
+        return name, Manifest.of(weights, opts, model=name)
     name = "tiny" if isinstance(model, (str, os.PathLike)) else ""
     if name:  # random weights: built (small) so that its tensors are hashed
         model = load_folding_model("tiny", device=options.device)
