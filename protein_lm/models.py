@@ -463,6 +463,11 @@ def resolve_model(name_or_path: str, *, weights: bool = True) -> ModelSource:
     """
     name = ESM2_PRESETS.get(name_or_path, {}).get("hub_id", name_or_path)
     path = Path(name).expanduser()
+    if name == "tiny" and not path.is_dir():  # the callers that take `tiny` build it themselves
+        raise ModelNotFoundError(
+            "'tiny' is an untrained random ESM-2 and cannot be used here; pass a model directory "
+            "(e.g. one written by `protein-lm finetune --model tiny ...`) or a hub id"
+        )
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(

@@ -143,3 +143,11 @@ def test_fold_with_an_esm2_folder_exits_2_before_any_output(tmp_path, capsys,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not an ESMFold model" in err[0] and "EsmForMaskedLM" in err[0]
     assert not out.exists()
+
+
+def test_predict_with_tiny_says_it_needs_a_trained_folder(tmp_path, capsys) -> None:
+    fasta, _ = _inputs(tmp_path)
+    assert main(["predict", "--model", "tiny", str(fasta), "-o", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'tiny' is an untrained random ESM-2" in err
+    assert "use `tiny`" not in err and not (tmp_path / "p.csv").exists()
