@@ -301,6 +301,19 @@ def test_time_budget_stops_training_and_still_evaluates(tables: dict, tmp_path: 
     assert "spearman" in result.validation
 
 
+def test_diverged_training_stops_with_nothing_published(tables: dict, tmp_path: Path) -> None:
+    """Issue #16: a NaN/inf training loss stops the Keras run; no NaN model is saved."""
+    from protein_lm.data import read_table
+
+    train, val = (read_table(p, "regression") for p in tables["regression"])
+    config = TFFinetuneConfig(task="regression", max_steps=6, eval_steps=6, learning_rate=1e30,
+                              batch_tokens=1000, progress=False)
+    with pytest.raises(InvalidInputError, match=r"training diverged: loss is (nan|inf) at step "
+                       r"\d+; nothing was saved"):
+        finetune(train, val, config=config, output_dir=tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary sibling
+
+
 # ------------------------------------------------------------------------------ bad input
 def _tf_finetune(train: Path, val: Path, out: Path, *extra: str) -> int:
     """`protein-lm finetune --framework tf` for sequence classification with the tiny model."""
