@@ -1,13 +1,14 @@
 # Two commands on a fresh machine (Python 3.11, nothing installed):
 #   make demo   - set up .venv and run the offline demo
-#   make test   - set up .venv and run the full test suite (tests + notebooks), as CI does
+#   make test   - set up .venv and run the test suite (tests, doctests, smoke notebooks), as CI does
+#   make test-full-path - the notebooks' full path on the tiny model (CI runs it after make test)
 #   make lab    - set up .venv and open the notebooks in JupyterLab
 #   make lint   - ruff (lint + format check) and mypy over protein_lm/, as CI does
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= torch,tf,fold,notebooks,dev
 
-.PHONY: setup demo test lab lint clean
+.PHONY: setup demo test test-full-path lab lint clean
 
 setup: $(VENV)/.installed
 
@@ -24,8 +25,13 @@ demo: setup
 # tests: 2 xdist workers, one test module per unit of work, modules with slow tests first
 # (tests/conftest.py), plus every >>> example in the package's docstrings; notebooks: nbval runs every cell, notebooks/conftest.py checks the outputs.
 test: setup
-	$(VENV)/bin/pytest -n 2 --dist loadscope --no-loadscope-reorder --durations=25 --doctest-modules tests protein_lm
+	$(VENV)/bin/pytest -n 2 --dist loadscope --no-loadscope-reorder --durations=25 -m "not full_path" --doctest-modules tests protein_lm
 	PROTEIN_LM_SMOKE=1 $(VENV)/bin/pytest --nbval-lax --current-env --durations=25 notebooks/
+
+# The notebooks' full (Colab) path on all the data with the tiny model and 5 training steps
+# (tests/test_notebooks_full.py): about 8 minutes more, so apart from `make test`; CI runs both.
+test-full-path: setup
+	$(VENV)/bin/pytest -n 2 --dist load --durations=10 -m full_path tests/test_notebooks_full.py
 
 lint: setup
 	$(VENV)/bin/ruff check protein_lm

@@ -6,6 +6,8 @@ matplotlib and py3Dmol are imported inside the functions that use them.
 
 from __future__ import annotations
 
+import base64
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -52,6 +54,13 @@ def plddt_band_colors(plddt: np.ndarray) -> list[str]:
     return [next(color for lo, color, _ in PLDDT_BANDS if v > lo or lo == -np.inf) for v in plddt]
 
 
+@functools.cache
+def _local_3dmol() -> str:
+    """The vendored 3Dmol.js as a `data:` address: the browser loads it without any network."""
+    js = (Path(__file__).parent / "_vendor" / "3Dmol-min.js").read_bytes()
+    return "data:text/javascript;base64," + base64.b64encode(js).decode("ascii")
+
+
 def show_structure(
     structure: StructureLike,
     *,
@@ -63,14 +72,16 @@ def show_structure(
 ) -> View:
     """A `py3Dmol.view`; `color="plddt"` colours by the B-factor column with AlphaFold's colours.
 
-    Colouring is done per residue with explicit selections, so it works offline and in any
-    3Dmol viewer version; the legend is drawn as screen-fixed labels.
+    Colouring is done per residue with explicit selections, so it works in any 3Dmol viewer
+    version; the legend is drawn as screen-fixed labels. The view carries its own copy of 3Dmol.js
+    (`_vendor/3Dmol-min.js`, about 0.7 MB in the notebook output) instead of py3Dmol's CDN address,
+    so it renders in an offline JupyterLab, in exported HTML and on air-gapped machines.
     """
     if color not in ("plddt", "chain", "spectrum"):
         raise ValueError(f"`color` must be 'plddt', 'chain' or 'spectrum', got {color!r}")
     py3dmol = require("py3Dmol", "fold")
     text, fmt, s = _as_text(structure)
-    view = py3dmol.view(width=width, height=height)
+    view = py3dmol.view(width=width, height=height, js=_local_3dmol())
     view.addModel(text, fmt)
     if color == "chain":
         view.setStyle({style: {"colorscheme": "chain"}})
@@ -219,7 +230,12 @@ def plot_contact_map(
     shown = np.where((i > j) & (i - j < min_separation), np.nan, c)
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 4), layout="constrained")
-    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1, extent=(0.5, n + 0.5, n + 0.5, 0.5))
+    extent = (0.5, n + 0.5, n + 0.5, 0.5)
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1, extent=extent)
+    # The near-diagonal band in grey (a NaN would be drawn white, like a 0 probability).
+    band = np.where((i > j) & (i - j < min_separation), 1.0, np.nan)
+    grey = require("matplotlib.colors", "notebooks").ListedColormap(["lightgrey"])
+    ax.imshow(band, cmap=grey, vmin=0, vmax=1, extent=extent)
     ax.figure.colorbar(image, ax=ax, label="contact probability")
     ax.set(xlabel="residue", ylabel="residue", title=title)
     return ax

@@ -45,10 +45,12 @@ from protein_lm.models import load_model, resolve_device
 MODEL = "facebook/esm2_t33_650M_UR50D"  # or facebook/esm2_t12_35M_UR50D, or a local model directory
 if SMOKE:
     MODEL = "tiny"  # small random ESM-2 built from a config: offline, untrained
+MODEL = MODEL_OVERRIDE or MODEL
 DEVICE = resolve_device()  # "cuda" when a GPU is available
 DTYPE = torch.float16 if DEVICE == "cuda" else torch.float32  # explicit: never a silent .half()
 model = load_model(MODEL, "masked-lm", device=DEVICE, dtype=DTYPE).eval()
-print("model:", MODEL, "| device:", DEVICE, "| smoke mode:", SMOKE)"""),
+print("model:", MODEL, "| device:", DEVICE, "| precision:", str(DTYPE).removeprefix("torch."),
+      "| smoke mode:", SMOKE)"""),
     md("""## 1. Embed the DeepLoc proteins
 
 `load_deeploc("localization")` gives `train` / `validation` / `test` splits with 10 compartments
@@ -116,18 +118,23 @@ print(f"test (C={C}): accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1'
       f" | majority-class accuracy {majority:.3f}")"""),
     md("""## 3. A 2-D view of the embedding space
 
-PCA of the test embeddings, coloured by compartment. With a pretrained model, compartments such as
-extracellular, nucleus and mitochondrion form visible regions; with the random smoke model they do not."""),
+PCA of the test embeddings, coloured by compartment; each axis says how much of the embeddings' variance it
+shows. With a pretrained model, compartments such as extracellular, nucleus and mitochondrion form visible
+regions. With the random smoke model they do not: what the picture can show there is only that the
+embeddings are not degenerate (the points spread, and PC 1 does not hold all the variance)."""),
     code("""# NBVAL_IGNORE_OUTPUT
 import matplotlib.pyplot as plt
 from sklearn.decomposition import PCA
 
-xy = PCA(n_components=2, random_state=0).fit_transform(StandardScaler().fit_transform(X["test"]))
+pca = PCA(n_components=2, random_state=0)
+xy = pca.fit_transform(StandardScaler().fit_transform(X["test"]))
+var = pca.explained_variance_ratio_  # share of the embedding's variance each axis shows
 fig, ax = plt.subplots(figsize=(7, 5))
 for c in classes:
     sel = y["test"] == c
     ax.scatter(xy[sel, 0], xy[sel, 1], s=8, label=c)
-ax.set(xlabel="PC 1", ylabel="PC 2", title=f"DeepLoc test embeddings ({MODEL})")
+ax.set(xlabel=f"PC 1 ({var[0]:.0%} of variance)", ylabel=f"PC 2 ({var[1]:.0%} of variance)",
+       title=f"DeepLoc test embeddings ({MODEL})")
 ax.legend(fontsize=7, markerscale=2, bbox_to_anchor=(1, 1))
 plt.tight_layout()"""),
     md("""## 4. Zero-shot variant effects on the BLAT scan
@@ -153,7 +160,7 @@ for strategy, rho in result.spearman.items():
     code("""# NBVAL_IGNORE_OUTPUT
 fig, ax = plt.subplots(figsize=(5, 4))
 ax.scatter(result.scores["masked-marginals"], np.asarray(blat.data["label"]), s=3, alpha=0.4)
-ax.set(xlabel="masked-marginal score (nats)", ylabel="measured fitness (2500)",
+ax.set(xlabel="masked-marginal score (nats)", ylabel="fitness at 2,500 µg/mL ampicillin",
        title=f"BLAT: Spearman {result.spearman['masked-marginals']:+.2f}")
 plt.tight_layout()"""),
     md("""Single variants of your own: `score_mutations(model, wild_type, ["H24C", "H24C:E26K"], offset=24)`

@@ -68,7 +68,7 @@ print({k: len(v) for k, v in ss.items()})
 print(len(blat.data), "BLAT mutants; first:", blat.data[0])"""),
     md("""## 4. Length and label distributions
 
-ESM-2 reads at most 1,024 residues; longer sequences need an explicit policy (error, truncation with a warning,
+ESM-2 reads at most 1,022 residues (1,024 tokens with `<cls>` and `<eos>`); longer sequences need an explicit policy (error, truncation with a warning,
 or sliding windows). The label plots show the class balance that a majority-class baseline would exploit.
 
 > 🤖 A **majority-class baseline** always predicts the most common class. Any model must beat it to have
@@ -77,12 +77,15 @@ or sliding windows). The label plots show the class balance that a majority-clas
     code("""# NBVAL_IGNORE_OUTPUT
 from collections import Counter
 import matplotlib.pyplot as plt
+import numpy as np
 
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.5))
-axes[0].hist([len(s) for s in loc["train"]["sequence"]], bins=50, alpha=0.6, label="DeepLoc train")
-axes[0].hist([len(s) for s in ss["train"]["sequence"]], bins=50, alpha=0.6, label="FLIP SS3 train")
-axes[0].axvline(1024, color="k", ls="--", label="ESM-2 limit")
-axes[0].set(xlabel="length (residues)", ylabel="sequences", title="Sequence lengths")
+from protein_lm.limits import MAX_RESIDUES  # 1,022: the one place this limit is written
+bins = np.geomspace(10, 20000, 50)  # log-spaced: a few very long proteins would squash a linear axis
+axes[0].hist([len(s) for s in loc["train"]["sequence"]], bins=bins, alpha=0.6, label="DeepLoc train")
+axes[0].hist([len(s) for s in ss["train"]["sequence"]], bins=bins, alpha=0.6, label="FLIP SS3 train")
+axes[0].axvline(MAX_RESIDUES, color="k", ls="--", label=f"ESM-2 limit ({MAX_RESIDUES:,} residues)")
+axes[0].set(xscale="log", xlabel="length (residues, log scale)", ylabel="sequences", title="Sequence lengths")
 axes[0].legend()
 counts = Counter(loc["train"]["label"])
 axes[1].barh(list(counts), list(counts.values()))

@@ -21,13 +21,15 @@ transformers' `EsmForProteinFolding` to
 
 **Smoke mode** (`PROTEIN_LM_SMOKE=1`, used by CI) runs offline on CPU with a *tiny random* ESMFold: the
 structures are meaningless, but every step (batching, chunking, writers, plots) is the real one.
-**Full mode** loads `facebook/esmfold_v1` (about 8 GB of GPU memory for short proteins; the language model
-runs in float16 on GPU and float32 on CPU).
+**Full mode** loads `facebook/esmfold_v1` (3.5 billion parameters). On a GPU its weights are streamed from the
+file straight to the GPU, the language model already in float16: 8.4 GB of GPU memory for the weights plus
+the activations (a T4's 16 GB folds proteins of a few hundred residues), and host RAM never holds the model.
+On a CPU everything is float32: 14.1 GB of RAM for the weights alone, and folding takes minutes per protein.
 
-**Colab.** Use a GPU runtime. ESMFold has about 3.5 billion parameters; the checkpoint is loaded on the
-host in float32 (about 14 GB) before the language model is cast to float16 and moved to the GPU, so the
-free tier's ~12.7 GB of RAM is not enough today: use a High-RAM runtime (Colab Pro) or a machine with at
-least 16 GB of RAM, and a GPU with at least 16 GB for proteins of a few hundred residues."""),
+**Colab.** Use a GPU runtime: *Runtime > Change runtime type > T4 GPU*. A CPU-only runtime has about
+12.7 GB of RAM, less than ESMFold needs there; `load_folding_model` checks the free RAM first and stops
+with that message instead of letting the kernel die. The structures this notebook writes go to
+`folding_outputs/` next to the notebook (Colab: the file browser on the left)."""),
     md("""## Primer
 
 > 🧬 **Protein structure for ML readers.** A protein chain folds into a specific 3D shape; the positions
@@ -49,10 +51,10 @@ from protein_lm.data import data_path
 from protein_lm.folding.structure import compare, load_structure, secondary_structure
 from protein_lm.viz import plot_pae, plot_plddt, show_structure
 
-import tempfile
 from pathlib import Path
-WORK = Path(tempfile.mkdtemp(prefix="protein_folding_"))  # where this notebook writes its files
-MODEL = "tiny" if SMOKE else "facebook/esmfold_v1"
+WORK = Path("folding_outputs")  # this notebook's files, next to it (Colab: the file browser)
+WORK.mkdir(exist_ok=True)
+MODEL = MODEL_OVERRIDE or ("tiny" if SMOKE else "facebook/esmfold_v1")
 model = plm.load_folding_model(MODEL)  # cuda if available, else cpu
 print("model:", MODEL, "| device:", next(model.parameters()).device, "| smoke mode:", SMOKE)"""),
     md("""## 1. Fold one protein
@@ -68,6 +70,21 @@ print(f"{lyso.id}: {len(lyso)} residues, mean pLDDT {lyso.mean_plddt:.1f}, pTM {
       f"PAE {lyso.pae.shape} (max {lyso.pae.max():.1f} Å), {lyso.seconds:.2f} s on {lyso.device}")
 pdb_path = lyso.write(WORK / "lysozyme.pdb")  # pLDDT in the B-factor column; .cif writes mmCIF
 print("\\n".join(pdb_path.read_text().splitlines()[:7]))"""),
+    md("""### One level down: the plain transformers call
+
+`fold` is a thin layer over transformers' `EsmForProteinFolding` (the model object returned by
+`load_folding_model`). What it adds: input checks, multimer linkers, length-sorted batches, the chunk size,
+out-of-memory retries, a non-finite guard and the output files. The raw call gives a dict of tensors:
+`positions` is (structure-module iterations, batch, length, 14 atoms, xyz) in Å, `plddt` is per atom37
+position on a 0-1 scale (`fold` reports the CA value x 100), `predicted_aligned_error` is in Å."""),
+    code("""import torch
+
+print(type(model).__module__ + "." + type(model).__name__)
+model.trunk.set_chunk_size(None)  # what chunk_size sets: None = no chunking of the trunk's attention
+with torch.no_grad():
+    raw = model.infer([LYSOZYME])  # transformers' own method
+print({k: tuple(raw[k].shape) for k in ("positions", "plddt", "predicted_aligned_error")},
+      f"ptm {float(raw['ptm']):.3f}")"""),
     md("""## 2. Look at it
 
 Residues are coloured with the AlphaFold convention: dark blue pLDDT > 90, light blue 70-90, yellow 50-70,
@@ -117,13 +134,15 @@ torchrun rank). From a shell:
 ```
 protein-lm fold proteins.fasta -o structures/ --format pdb --chunk-size auto
 ```"""),
-    code("""import pandas as pd
+    code("""import shutil
+import pandas as pd
 from protein_lm.folding.bulk import fold_fasta
 from protein_lm.sequences import read_fasta, write_fasta
 
 records = read_fasta(data_path("some_proteins.fasta"))
 records = sorted(records, key=lambda r: len(r.sequence))[:3] if SMOKE else records
 write_fasta(records, WORK / "proteins.fasta")
+shutil.rmtree(WORK / "structures", ignore_errors=True)  # a fresh start each time the notebook runs
 report = fold_fasta(WORK / "proteins.fasta", WORK / "structures", model, fmt="pdb")
 print(f"folded {report.folded}, skipped {report.skipped}, failed {report.failed}")
 pd.read_csv(report.summary)"""),

@@ -52,8 +52,12 @@ import protein_lm as plm
 MODEL = "facebook/esm2_t12_35M_UR50D"  # any ESM-2 hub id or local directory; try esm2_t6_8M for speed
 if SMOKE:
     MODEL = "tiny"  # small random ESM-2 built from a config: offline, trains from scratch
+MODEL = MODEL_OVERRIDE or MODEL
 RUNS = "runs"  # output directories are written here
-print("model:", MODEL, "| smoke mode:", SMOKE)"""),
+from protein_lm.models import resolve_device
+DEVICE = resolve_device()  # "cuda" when a GPU is available; Colab: Runtime > Change runtime type > GPU
+print("model:", MODEL, "| device:", DEVICE, "| precision:", "mixed bf16/fp16" if DEVICE == "cuda" else "fp32",
+      "| smoke mode:", SMOKE, "| max steps:", MAX_STEPS)"""),
     md("""## 1. Sequence classification: membrane vs soluble
 
 DeepLoc marks each protein as membrane-bound (`M`: it sits in one of the cell's lipid membranes, usually
@@ -61,7 +65,20 @@ with stretches of water-repelling residues crossing it), soluble (`S`: it floats
 unknown (`U`); we keep `M` and `S`.
 `load_deeploc` returns a `datasets.DatasetDict` with `train`, `validation` (a seeded, stratified 10% of the
 DeepLoc training file) and the official DeepLoc `test` split, each with columns `id`, `sequence`, `label`. In smoke mode `stratified_subset` takes a small seeded subset
-of short proteins with **every class in every split** (a metric on a split without one class means nothing)."""),
+of short proteins with **every class in every split** (a metric on a split without one class means nothing).
+
+**Where the data come from.** DeepLoc 1.0 (Almagro Armenteros et al., *Bioinformatics* 2017): eukaryotic
+UniProt proteins with experimentally supported localisations; its authors partitioned the proteins by
+sequence homology, so test proteins are not close relatives of training proteins. FLIP's secondary-structure
+set (Dallago et al., *NeurIPS Datasets and Benchmarks* 2021) uses the NetSurfP-2.0 chains (Klausen et al.,
+*Proteins* 2019), whose test chains were also chosen to have low sequence identity to the training chains.
+
+> 🤖🧬 **Why sequence identity matters (leakage).** Proteins come in families of relatives with similar
+> sequences and functions. If a test protein has a 90%-identical cousin in the training set, predicting it is
+> closer to looking up the answer than to generalising, and the test score flatters the model. Both test
+> splits here were built against that. Our *validation* split, however, is a random 10% of the DeepLoc
+> training file, so it can hold close relatives of training proteins: use it to pick checkpoints, and quote
+> the test split."""),
     code("""from collections import Counter
 from protein_lm.data import stratified_subset
 
@@ -71,6 +88,20 @@ if SMOKE:  # small, class-balanced subsets of short proteins keep CI fast
     membrane = {k: stratified_subset(membrane[k], n, max_length=200) for k, n in sizes.items()}
 for split, ds in membrane.items():
     print(f"{split:10s} {len(ds):5d} proteins", dict(sorted(Counter(ds["label"]).items())))"""),
+    md("""### Your own data (the section you change)
+
+Any CSV or TSV with a `sequence` and a `label` column works (optional `id`; for per-residue tasks `label` is
+a string as long as the sequence, plus an optional 0/1 `mask`). `read_table` checks every row before
+anything trains and names the file, row and field of a problem. Here we write a small table from DeepLoc to
+show the format; point `MY_TABLE` at your own file and pass the result to the same `finetune` call."""),
+    code("""from protein_lm.data import read_table, write_table
+
+MY_TABLE = f"{RUNS}/my_proteins.csv"  # <- your file here
+write_table(membrane["train"].select(range(40)), MY_TABLE)
+print("".join(open(MY_TABLE).readlines()[:3]), "...")
+mine = read_table(MY_TABLE, "sequence-classification")
+mine = mine.train_test_split(test_size=0.25, seed=0)  # or read a separate validation file
+print({k: len(v) for k, v in mine.items()}, "-> plm.finetune(mine['train'], mine['test'], config=...)")"""),
     md("""### Batching by tokens, not by sequences
 
 Protein lengths vary from a few dozen to thousands of residues. Random batches of 8 padded to the longest
@@ -97,6 +128,19 @@ print(f"{len(batches)} batches of {min(sizes)}-{max(sizes)} proteins; "
 > pull of the weights towards zero that limits overfitting). Training on the training split while checking
 > a separate **validation** split shows whether the model learns something general or memorises.
 
+**Which ESM-2, and how much memory.** Parameters from the model cards; weight memory is parameters x 4 bytes
+(fp32) or x 2 (fp16/bf16). Training needs about 4x the fp32 weights (weights, gradients, two AdamW moments)
+plus activations, which `batch_tokens` sets: halve it if the GPU runs out of memory. This project has not
+timed these notebooks on a T4; on CPU only the 8M and 35M models are practical.
+
+| model | layers | parameters | weights fp32 / fp16 |
+|---|---|---|---|
+| `facebook/esm2_t6_8M_UR50D` | 6 | 8M | 0.03 / 0.015 GB |
+| `facebook/esm2_t12_35M_UR50D` | 12 | 35M | 0.14 / 0.07 GB |
+| `facebook/esm2_t30_150M_UR50D` | 30 | 150M | 0.6 / 0.3 GB |
+| `facebook/esm2_t33_650M_UR50D` | 33 | 650M | 2.6 / 1.3 GB |
+| `facebook/esm2_t36_3B_UR50D` | 36 | 3B | 11.4 / 5.7 GB |
+
 `FinetuneConfig` holds every option (all validated up front): the number of steps or epochs, a wall-clock
 budget, the learning rate, the token budget, class weights, LoRA, gradient checkpointing, mixed precision
 (`precision="auto"`: bf16/fp16 on GPU, fp32 on CPU), the attention backend (`sdpa` by default) and what to
@@ -108,9 +152,9 @@ scores the test split once with it, and writes a standard transformers model dir
     code("""seq_config = plm.FinetuneConfig(
     task="sequence-classification",
     model=MODEL,
-    max_steps=8 if SMOKE else None,
-    epochs=None if SMOKE else 3,
-    eval_steps=4 if SMOKE else None,       # None: evaluate about 10 times per run
+    max_steps=8 if SMOKE else MAX_STEPS,
+    epochs=None if SMOKE or MAX_STEPS else 3,
+    eval_steps=2 if SMOKE else MAX_STEPS,  # None: evaluate about 10 times per run
     batch_tokens=2000 if SMOKE else 8000,
     learning_rate=None,                    # None: 1e-3 for `tiny` from scratch, 5e-5 for pretrained
     class_weights="balanced",              # membrane proteins are the minority class
@@ -127,8 +171,10 @@ print("test:      ", {k: round(v, 3) for k, v in seq_result.test.items()})"""),
 > coefficient) uses the whole confusion matrix: 1 is perfect, **0 is no better than guessing** (e.g. one
 > class for everything), -1 is always wrong. We choose the checkpoint by MCC on validation.
 
-**What to expect.** With `facebook/esm2_t12_35M_UR50D` (full mode) this reaches a test accuracy of about
-**0.95** after 3 epochs, as in the original tutorial. In smoke mode the model is a tiny network with
+**What to expect.** Full mode has not been measured on these data by this project (it needs a GPU). The
+original tutorial reports a test accuracy of about 0.95 for this model size, but on *different* data
+(about 5,650 UniProt proteins, cytosolic vs membrane); DeepLoc's 918 training proteins with their curated
+localisations are a harder split, so expect your own number to differ. In smoke mode the model is a tiny network with
 *random* weights trained for a few steps on 64 proteins: it has no pretraining to transfer, and deciding
 membrane vs soluble from scratch needs far more data, so an MCC near 0 is the expected result there, not a
 bug. What the tiny random model *can* show is that even untrained embeddings carry signal: averaging its
@@ -143,7 +189,8 @@ from protein_lm.metrics import classification_metrics
 
 encoder = plm.load_model(MODEL, "masked-lm").eval()
 def features(ds):  # mean over residues of the last layer: one vector per protein
-    emb = plm.embed(encoder, dict(zip(ds["id"], ds["sequence"])), progress=False)
+    # DeepLoc has proteins over ESM-2's 1,022 residues: average overlapping windows for them
+    emb = plm.embed(encoder, dict(zip(ds["id"], ds["sequence"])), long_policy="window", progress=False)
     return emb.mean[emb.layers[0]]
 probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
 probe.fit(features(membrane["train"]), membrane["train"]["label"])
@@ -171,9 +218,21 @@ names = list(pred.class_names)
 y_true = [names.index(c) for c in test["label"]]
 y_pred = [names.index(c) for c in pred.predictions]
 print("test metrics recomputed from the saved model:", classification_metrics(y_true, y_pred))
-ConfusionMatrixDisplay(confusion_matrix(y_true, y_pred, len(names)), display_labels=names).plot(cmap="Blues")
-plt.title("membrane vs soluble, test split")
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+ConfusionMatrixDisplay(confusion_matrix(y_true, y_pred, len(names)), display_labels=names).plot(
+    ax=ax1, cmap="Blues", colorbar=False)
+ax1.set_title("fine-tuned model, test split")
+probe_ids = [names.index(c) for c in probe_pred]  # the embedding probe of the cell above
+ConfusionMatrixDisplay(confusion_matrix(y_true, probe_ids, len(names)), display_labels=names).plot(
+    ax=ax2, cmap="Blues", colorbar=False)
+ax2.set_title("embedding probe, test split")
+plt.tight_layout()
 plt.show()"""),
+    md("""**Reading the two matrices.** A model that learned nothing predicts one class for every protein: its matrix
+has a single filled column (MCC 0), which is what the fine-tuned *tiny random* model of smoke mode shows
+after a few steps. The probe beside it, trained on the same proteins, fills the diagonal: the information
+was in the embeddings, but a few steps of fine-tuning from random weights cannot find it. With a pretrained
+model (full mode) both matrices should be mostly diagonal."""),
     md("""## 2. Per-residue classification: secondary structure
 
 > 🧬 **Secondary structure.** Locally, the chain folds into a few recurring shapes: the **helix** (`H`, a
@@ -198,7 +257,11 @@ for split, ds in ss.items():  # labelled residues (mask 1) per class
     counts = Counter(c for lab, m in zip(ds["label"], ds["mask"]) for c, k in zip(lab, m) if k == "1")
     print(f"{split:10s} {len(ds):5d} proteins", dict(sorted(counts.items())))
 
-example, id2label = encode_labels(ss["train"].select([0]), "token-classification")
+# A well-resolved protein with both helices and strands in its first 80 residues (the first training
+# protein can be mostly unresolved, which would hide the point of the pictures below).
+SHOW = next(i for i, r in enumerate(ss["train"]) if r["mask"][:80].count("1") >= 76
+            and "H" in r["label"][:80] and "E" in r["label"][:80])
+example, id2label = encode_labels(ss["train"].select([SHOW]), "token-classification")
 batch = Collator("token-classification")([{"sequence": example[0]["sequence"], "labels": example[0]["labels"]}])
 print("token  id  label  (residue i -> token i+1; -100 = ignored)")
 for t in range(8):
@@ -209,7 +272,7 @@ for t in range(8):
 import matplotlib.pyplot as plt
 from matplotlib.colors import ListedColormap
 
-row = ss["train"][0]
+row = ss["train"][SHOW]
 n = min(80, len(row["sequence"]))
 codes = np.array(["CEH".index(c) if m == "1" else 3 for c, m in zip(row["label"][:n], row["mask"][:n])])
 fig, ax = plt.subplots(figsize=(12, 1.6))
@@ -230,9 +293,9 @@ metric for this task is Q3, the accuracy over labelled residues."""),
 ss_config = plm.FinetuneConfig(
     task="token-classification",
     model=MODEL,
-    max_steps=SS_SMOKE_STEPS if SMOKE else None,  # from scratch: enough steps to learn visibly
-    epochs=None if SMOKE else 2,
-    eval_steps=SS_SMOKE_STEPS // 3 if SMOKE else None,
+    max_steps=SS_SMOKE_STEPS if SMOKE else MAX_STEPS,  # from scratch: enough steps to learn visibly
+    epochs=None if SMOKE or MAX_STEPS else 2,
+    eval_steps=SS_SMOKE_STEPS // 3 if SMOKE else MAX_STEPS,
     batch_tokens=4000 if SMOKE else 8000,
     learning_rate=2e-3 if SMOKE else 1e-4,
     progress=not SMOKE,
@@ -242,8 +305,10 @@ ss_result = plm.finetune(ss["train"], ss["validation"], ss["test"], config=ss_co
 print("validation Q3:", round(ss_result.validation["q3"], 3), "| test Q3:", round(ss_result.test["q3"], 3))
 majority = max(counts.values()) / sum(counts.values())  # test residues: always predict the commonest
 print(f"majority-class baseline on test: {majority:.3f}")"""),
-    md("""**What to expect.** Fine-tuning `facebook/esm2_t12_35M_UR50D` reaches a test Q3 of about **0.82** (full
-mode). In smoke mode the tiny random model learns from scratch, and per-residue labels give it thousands
+    md("""**What to expect.** Full mode has not been measured on these data by this project (it needs a GPU). The
+original tutorial reports a Q3 of about 0.82 for this model size, on *different* labels (UniProt helix and
+strand annotations); FLIP's DSSP-derived labels on NetSurfP-2.0 sequences are a different benchmark, so
+that number is not a prediction for this run. In smoke mode the tiny random model learns from scratch, and per-residue labels give it thousands
 of training signals per minute (one per residue, not one per protein), so it beats the majority-class
 baseline within a minute: local patterns such as helix-forming and helix-breaking residues are enough for
 that. Going further needs what pretraining provides."""),
@@ -262,9 +327,14 @@ for row, p in zip(test, pred.predictions):  # labelled residues only
 ConfusionMatrixDisplay(confusion_matrix(y_true, y_pred, len(names)), display_labels=names).plot(cmap="Blues")
 plt.title("secondary structure, test residues")
 plt.show()
-print("per-residue predictions for", test[0]["id"])
-print(test[0]["sequence"][:60])
-print(pred.predictions[0][:60])"""),
+print("per-residue predictions for", test[0]["id"], "(mask 0 residues shown as '.')")
+print("sequence  ", test[0]["sequence"][:60])
+print("true      ", "".join(c if m == "1" else "." for c, m in zip(test[0]["label"][:60], test[0]["mask"][:60])))
+print("predicted ", pred.predictions[0][:60])"""),
+    md("""**Reading it.** In smoke mode the tiny model learns the easy part first: helix vs coil from local residue
+preferences. Strands (`E`) need pairing partners far away in the sequence, so after a minute from scratch
+the `E` column is often empty (no residue predicted as strand) even though Q3 beats the baseline; a
+pretrained model (full mode) predicts all three states."""),
     md("""### Optional: metrics from the `evaluate` library
 
 The metrics above are computed offline with scikit-learn. The `evaluate` library has many more, but

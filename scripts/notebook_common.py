@@ -30,7 +30,8 @@ def badge(notebook: str) -> str:
 
 
 def setup_code(what: str, extra_lines: str = "") -> str:
-    """First code cell: install in Colab (keeping Colab's own CUDA torch), read PROTEIN_LM_SMOKE.
+    """First code cell: install in Colab (keeping Colab's own CUDA torch), read PROTEIN_LM_SMOKE,
+    PROTEIN_LM_MODEL (MODEL_OVERRIDE) and PROTEIN_LM_MAX_STEPS (MAX_STEPS).
 
     `[colab]` lists every dependency except torch and tensorflow, which Colab preinstalls with
     CUDA support: the `torch==2.13.0` pin of the `torch`/`fold` extras would replace it with a
@@ -44,6 +45,10 @@ def setup_code(what: str, extra_lines: str = "") -> str:
         '    get_ipython().run_line_magic("pip", "install -q '
         f"'protein_lm[colab] @ git+{REPO_URL}@{BRANCH}'\")",
         'SMOKE = os.environ.get("PROTEIN_LM_SMOKE", "0") == "1"',
+        "# The full path on another model, with capped training (CI: PROTEIN_LM_MODEL=tiny",
+        "# PROTEIN_LM_MAX_STEPS=5); unset, the notebook uses the models and epochs below.",
+        'MODEL_OVERRIDE = os.environ.get("PROTEIN_LM_MODEL") or None',
+        'MAX_STEPS = int(os.environ.get("PROTEIN_LM_MAX_STEPS") or 0) or None',
     ]
     return "\n".join(lines)
 

@@ -75,6 +75,9 @@ def test_output_checks_fail_on_what_a_learner_must_not_see() -> None:
         check("getting_started.ipynb", [out("no figure")], ["no figure"])
     with pytest.raises(AssertionError):
         check("getting_started.ipynb", [png, out("IProgress not found", "stderr")], [])
+    tf_line = "I0000 port.cc:153] oneDNN custom operations are on. You may see slightly different"
+    with pytest.raises(AssertionError, match="start-up noise"):
+        check("getting_started.ipynb", [png, out(tf_line, "stderr")], [])
     with pytest.raises(AssertionError, match="3D views"):
         check("protein_folding.ipynb", [png, png], [])
     with pytest.raises(AssertionError, match="class counts"):

@@ -192,10 +192,13 @@ def plot_training_curves(
         ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=f"{split} {name}")
     ax_loss.set(xlabel="optimiser step", ylabel="loss", title="loss")
     ax_metric.set(xlabel="optimiser step", ylabel="score", title="validation metrics")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_metric):
         if ax.lines:
             ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from protein_lm.errors import InvalidInputError, InvalidSequenceError, ModelNotFoundError, require
+from protein_lm.folding.memory import check_host_memory
 from protein_lm.folding.options import FoldOptions, fold_options
 from protein_lm.folding.results import (
     DEFAULT_MODEL,
@@ -130,6 +131,7 @@ def load_folding_model(
         return place(model, device)
     source = resolve_model(str(name_or_path))
     config = folding_config(str(name_or_path))
+    check_host_memory(config, device)  # a kernel killed for RAM says nothing: refuse first
     kwargs = _load_kwargs(device)
     if kwargs and importlib.util.find_spec("accelerate") is None:
         warnings.warn(

@@ -9,10 +9,21 @@ attempts; the out-of-memory fallbacks cover what the estimate misses.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from protein_lm.errors import require
+from protein_lm.errors import InvalidInputError, require
 
-__all__ = ["CHUNK_SIZES", "estimate_peak_bytes", "auto_chunk_size", "free_memory"]
+if TYPE_CHECKING:
+    from transformers import EsmConfig
+
+__all__ = [
+    "CHUNK_SIZES",
+    "estimate_peak_bytes",
+    "auto_chunk_size",
+    "free_memory",
+    "weight_bytes",
+    "check_host_memory",
+]
 
 CHUNK_SIZES = (512, 256, 128, 64, 32, 16, 8, 4)  # candidates, largest first
 
@@ -73,3 +84,29 @@ def free_memory(device: str) -> int:
         return int(psutil.virtual_memory().available)
     except ImportError:  # pragma: no cover - psutil is nearly always there (jupyter depends on it)
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def weight_bytes(config: EsmConfig, bytes_per_value: int = 4) -> int:
+    """Bytes of an ESMFold's weights at `bytes_per_value` (4: float32, as on the CPU), counted on a
+    meta-device build of its architecture (nothing is allocated); esmfold_v1: 14.1e9."""
+    torch = require("torch", "torch")
+    transformers = require("transformers", "torch")
+    with torch.device("meta"):
+        model = transformers.EsmForProteinFolding(config)
+    return sum(p.numel() for p in model.parameters()) * bytes_per_value
+
+
+def check_host_memory(config: EsmConfig, device: str) -> None:
+    """Refuse (one line, with the fix) to load ESMFold on the CPU when its float32 weights alone
+    exceed the available RAM: the loader would otherwise be killed by the kernel's OOM killer, and
+    in Jupyter/Colab the kernel just dies with no message (esmfold_v1 needs 14.1 GB; a CPU-only
+    Colab has about 12.7 GB)."""
+    if require("torch", "torch").device(device).type != "cpu":
+        return
+    need, have = weight_bytes(config), free_memory("cpu")
+    if need > have:
+        raise InvalidInputError(
+            f"ESMFold needs {need / 1e9:.1f} GB of RAM for its weights on the CPU, but only "
+            f"{have / 1e9:.1f} GB are available; fold on a GPU (Colab: Runtime > Change runtime "
+            "type > GPU) or on a machine with more memory"
+        )

@@ -19,8 +19,12 @@ Weights come from, and go back to, transformers checkpoints: see `protein_lm.tf.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from collections.abc import Callable
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -35,16 +39,49 @@ __all__ = ["TF_TASKS", "EsmTaskModel", "build_tf_model", "inference_function", "
 
 TF_TASKS = ("sequence-classification", "token-classification", "regression")
 _MASK_RATIO_TRAIN = 0.15 * 0.8  # hard-coded in ESM-2 training, and so in transformers
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _quiet_fd2() -> Iterator[None]:
+    """Send the process's stderr (file descriptor 2) to a temporary file for a block, then log
+    what was written at DEBUG.
+
+    TensorFlow's C++ start-up writes "All log messages before absl::InitializeLog()", the oneDNN
+    notice, "Could not find cuda drivers" (twice each) and, on the first device query, "failed
+    call to cuInit" straight to fd 2, past `TF_CPP_MIN_LOG_LEVEL` and past `sys.stderr` (Jupyter
+    shows them in red under the cell). Python-level errors still raise normally.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace").strip()
+            if text:
+                log.debug("TensorFlow start-up messages:\n%s", text)
 
 
 def keras_tf() -> ModuleType:
     """Import keras on the TensorFlow backend, quietly (TF log level and backend set first).
 
     Both are environment defaults, so a user's own `TF_CPP_MIN_LOG_LEVEL`/`KERAS_BACKEND` win.
+    TensorFlow's start-up lines written to fd 2 are logged at DEBUG instead (`_quiet_fd2`), and
+    `TF_FORCE_GPU_ALLOW_GROWTH` defaults to true: TensorFlow would otherwise reserve most of a GPU
+    that torch (ESMFold, a PyTorch model) shares in the same process.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    require("tensorflow", "tf")
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    if "tensorflow" not in sys.modules:
+        with _quiet_fd2():
+            tf = require("tensorflow", "tf")
+            tf.config.list_physical_devices()  # the device probe (cuInit) happens here, quietly
     keras = require("keras", "tf")
     if keras.backend.backend() != "tensorflow":
         raise InvalidInputError(

@@ -236,3 +236,20 @@ def test_load_from_a_directory_with_and_without_device_map(
     for k, v in streamed.state_dict().items():
         tol = 1e-3 if k.startswith("esm.") else 0.0  # the LM went through fp16
         torch.testing.assert_close(v, ref[k], atol=tol, rtol=tol)
+
+
+def test_cpu_load_refuses_when_the_weights_exceed_the_free_ram(
+    model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #17: on a CPU-only Colab the kernel would die loading esmfold_v1; refuse instead."""
+    from protein_lm.errors import InvalidInputError
+    from protein_lm.folding import memory
+
+    need = memory.weight_bytes(model.config)
+    assert need == sum(p.numel() for p in model.parameters()) * 4  # meta count = real count
+    model.save_pretrained(tmp_path)
+    monkeypatch.setattr(memory, "free_memory", lambda device: need - 1)
+    with pytest.raises(InvalidInputError, match=r"ESMFold needs .* GB of RAM .* Runtime > Change"):
+        load_folding_model(str(tmp_path), device="cpu")
+    monkeypatch.setattr(memory, "free_memory", lambda device: need)
+    assert load_folding_model(str(tmp_path), device="cpu") is not None
