@@ -135,6 +135,8 @@ def check_outputs(name: str, outputs: list[dict], cell_stdouts: list[str]) -> No
 
     stderr, stdout = _stream(outputs, "stderr"), _stream(outputs, "stdout")
     assert "TqdmWarning" not in stderr and "IProgress not found" not in stderr
+    widgets = sum("application/vnd.jupyter.widget-view+json" in d for d in datas)
+    assert widgets == 0, f"{widgets} progress widgets in smoke mode (stuck at 0% in static viewers)"
     noise = [n for n in NOISE if n in stderr]
     assert not noise, f"TensorFlow start-up noise in the outputs: {noise}"
 

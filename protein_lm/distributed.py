@@ -120,12 +120,19 @@ def shard_from_env() -> tuple[int, int]:
 
 
 def rank_device(device: str | None = None) -> str | None:
-    """`device` if given; else `cuda:LOCAL_RANK` under torchrun when CUDA is available (one GPU
-    per process); else None (the loader's default: cuda if available, else cpu)."""
-    if device or "LOCAL_RANK" not in os.environ:
+    """This process's device. Outside torchrun: `device`. Under torchrun (one GPU per process):
+    a bare "cuda", or no device when CUDA is available, means `cuda:LOCAL_RANK` (a bare "cuda"
+    would put every rank on cuda:0); an indexed or other device is kept; else None (the loader's
+    default)."""
+    if "LOCAL_RANK" not in os.environ:
+        return device
+    local = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    if device == "cuda":
+        return local
+    if device:
         return device
     torch = require("torch", "torch")
-    return f"cuda:{int(os.environ['LOCAL_RANK'])}" if torch.cuda.is_available() else None
+    return local if torch.cuda.is_available() else None
 
 
 def block(n_items: int, shard: tuple[int, int]) -> range:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "canonical_device",
     "check_head",
     "ESM2_PRESETS",
     "TASKS",
@@ -158,6 +159,19 @@ def resolve_device(device: str | None = None) -> str:
         return device
     torch = require("torch", "torch")
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def canonical_device(device: str | torch.device) -> str:
+    """The one spelling of a device, as its tensors report it: "cpu" for any CPU index, and
+    "cuda:N" (the current CUDA device) for a bare "cuda". Compare devices with this: "cuda" and
+    "cuda:0", or "cpu:0" and "cpu", are the same device but different strings."""
+    torch = require("torch", "torch")
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        return "cpu"
+    if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(dev)
 
 
 def check_device(device: str | torch.device | None, option: str = "device") -> None:

@@ -46,7 +46,7 @@ MODEL = "facebook/esm2_t33_650M_UR50D"  # or facebook/esm2_t12_35M_UR50D, or a l
 if SMOKE:
     MODEL = "tiny"  # small random ESM-2 built from a config: offline, untrained
 MODEL = MODEL_OVERRIDE or MODEL
-DEVICE = resolve_device()  # "cuda" when a GPU is available
+DEVICE = resolve_device()  # "cuda" when a GPU is available (Colab: Runtime > Change runtime type > GPU)
 DTYPE = torch.float16 if DEVICE == "cuda" else torch.float32  # explicit: never a silent .half()
 model = load_model(MODEL, "masked-lm", device=DEVICE, dtype=DTYPE).eval()
 print("model:", MODEL, "| device:", DEVICE, "| precision:", str(DTYPE).removeprefix("torch."),

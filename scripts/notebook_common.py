@@ -45,6 +45,9 @@ def setup_code(what: str, extra_lines: str = "") -> str:
         '    get_ipython().run_line_magic("pip", "install -q '
         f"'protein_lm[colab] @ git+{REPO_URL}@{BRANCH}'\")",
         'SMOKE = os.environ.get("PROTEIN_LM_SMOKE", "0") == "1"',
+        "if SMOKE:  # no hub/transformers/datasets progress widgets: static viewers show them stuck at 0%",
+        '    for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):',
+        '        os.environ[var] = "1"',
         "# The full path on another model, with capped training (CI: PROTEIN_LM_MODEL=tiny",
         "# PROTEIN_LM_MAX_STEPS=5); unset, the notebook uses the models and epochs below.",
         'MODEL_OVERRIDE = os.environ.get("PROTEIN_LM_MODEL") or None',

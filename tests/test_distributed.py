@@ -119,6 +119,15 @@ def test_alone_without_launcher_and_a_clear_error_without_master(
             pass
 
 
+def test_explicit_cuda_under_torchrun_is_each_ranks_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #18: `torchrun ... --device cuda` put every rank on cuda:0."""
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert rank_device("cuda") == "cuda:3"
+    assert rank_device("cuda:1") == "cuda:1" and rank_device("cpu") == "cpu"
+    monkeypatch.delenv("LOCAL_RANK")
+    assert rank_device("cuda") == "cuda"
+
+
 # ---------------------------------------------------------------- with the tiny models
 torch = pytest.importorskip("torch")
 

@@ -47,6 +47,7 @@ from protein_lm.folding.results import (  # interface_ptm is re-exported (it liv
     decode_output,
     interface_ptm,
 )
+from protein_lm.models import canonical_device
 
 if TYPE_CHECKING:
     import torch
@@ -88,7 +89,7 @@ class Folder:
             )
         self.model = place(model, options.device or str(next(model.parameters()).device))
         self.options = options
-        self.home = str(next(self.model.parameters()).device)
+        self.home = canonical_device(next(self.model.parameters()).device)
 
     def iter(self, items: list[FoldInput]) -> Iterator[FoldResult | FoldFailure]:
         """Fold `items` in length-sorted batches of at most `options.max_tokens` residues."""
@@ -175,7 +176,9 @@ class Folder:
     ) -> list[FoldResult | FoldFailure]:
         """One attempt, no fallbacks: `items` as one batch on `device` with trunk chunk `chunk`."""
         torch = self.torch
-        if str(next(self.model.parameters()).device) != str(torch.device(device)):
+        # Compared in one spelling: "cuda" vs "cuda:0" would re-place (and re-halve the LM) on
+        # every call, and a caller's float32 LM would silently run in fp16.
+        if canonical_device(next(self.model.parameters()).device) != canonical_device(device):
             self.model = place(self.model, device)
         self.model.trunk.set_chunk_size(chunk)
         n, length = len(items), max(it.length for it in items)

@@ -217,3 +217,19 @@ def test_non_finite_trunk_fails_its_record_not_the_batch_with_an_index_error(mod
     (ok,) = [o for o in outs.values() if isinstance(o, FoldResult)]
     assert failed.reason == "non-finite" and "non-finite trunk states" in failed.message
     assert np.isfinite(ok.positions).all() and np.isfinite(ok.ptm)
+
+
+def test_an_indexed_device_string_places_the_model_once(model, monkeypatch) -> None:
+    """Issue #18: "cpu:0" (like "cuda" against "cuda:0") differed from the parameters' device as a
+    string, so every fold re-placed the model (re-halving the LM on CUDA: mislabelled precision)."""
+    from protein_lm.models import canonical_device
+
+    assert canonical_device("cpu:0") == canonical_device("cpu") == "cpu"
+    folder = Folder(model, FoldOptions(device="cpu:0"))
+    calls = []
+    real = folding_runtime.place
+    monkeypatch.setattr(folding_runtime, "place", lambda m, d: calls.append(d) or real(m, d))
+    (item,), _ = prepare([FastaRecord("trp", TRP)])
+    for _ in range(2):
+        folder.run([item], "cpu:0", None)
+    assert calls == []
