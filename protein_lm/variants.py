@@ -49,6 +49,8 @@ __all__ = [
     "evaluate_dms",
     "score_dataframe",
     "read_mutations",
+    "wild_type_from_mutated",
+    "check_mutated_sequences",
 ]
 
 log = logging.getLogger(__name__)
@@ -314,6 +316,68 @@ def score_dataframe(
     return out, [(row, f"{source}: {msg}") for row, msg in skipped]
 
 
+def wild_type_from_mutated(mutant: str, mutated_sequence: str, offset: int = 1) -> str:
+    """The wild type behind a ProteinGym row: `mutated_sequence` with `mutant` (`A42G:L50P`,
+    positions from `offset`) undone, each mutant letter checked.
+
+    >>> wild_type_from_mutated("K2A", "MAT")
+    'MKT'
+    """
+    seq = list(mutated_sequence.strip())
+    for part in str(mutant).strip().split(":"):
+        m = _ONE.match(part.strip())
+        if not m:
+            raise InvalidInputError(
+                f"malformed mutation {part!r} in {mutant!r}; expected e.g. A42G"
+            )
+        wt, pos, mut = m.group(1).upper(), int(m.group(2)), m.group(3).upper()
+        idx = pos - offset
+        if not 0 <= idx < len(seq) or seq[idx] != mut:
+            raise InvalidInputError(
+                f"{mutant!r}: mutated_sequence has no {mut!r} at position {pos} (offset={offset})"
+            )
+        seq[idx] = wt
+    return "".join(seq)
+
+
+def check_mutated_sequences(
+    table: Any,
+    wild_type: str,
+    *,
+    offset: int = 1,
+    column: str = "mutant",
+    source: str = "table",
+    sequence_column: str = "mutated_sequence",
+) -> int:
+    """Check a ProteinGym-style `sequence_column` against `wild_type`: every row's mutant applied
+    to the wild type must give its mutated sequence. Rows whose mutant does not parse are left to
+    the scorer (which raises or skips them). Returns the number of rows checked; a mismatch raises
+    `InvalidInputError` naming the row (0-based, header excluded) and the first difference."""
+    wt = _check_wild_type(wild_type)
+    checked = 0
+    for row, (text, given) in enumerate(zip(table[column], table[sequence_column])):
+        try:
+            muts = parse_mutant(str(text), wt, offset, row=row)
+        except InvalidInputError:
+            continue
+        expected = list(wt)
+        for m in muts:
+            expected[m.index] = m.mut
+        given = str(given).strip().upper()
+        if given != "".join(expected):
+            where = next(
+                (k for k, (a, b) in enumerate(zip(given, expected)) if a != b),
+                min(len(given), len(expected)),
+            )
+            raise InvalidInputError(
+                f"{source}, row {row} ({text!r}): {sequence_column} is not the wild type with "
+                f"this mutation (first difference at residue {where + offset}, length "
+                f"{len(given)} vs {len(expected)}); check the wild type and the offset"
+            )
+        checked += 1
+    return checked
+
+
 def read_mutations(path: str | os.PathLike[str], *, column: str = "mutant") -> Any:
     """Read a UTF-8 CSV/TSV mutation table with a `column` of mutants (`files.sniff_delimiter`).
 
@@ -438,6 +502,9 @@ def _masked_logprobs(
     model = _lm(model)
     device = next(model.parameters()).device
     base = encode([wt], return_tensors="pt")["input_ids"][0]  # (L+2,)
+    # One masked copy of the wild type per distinct mutated position, shared by every variant
+    # there (as esm's and ProteinGym's masked-marginal scorers do), batched by token budget.
+    log.info("masked-marginals: %d masked passes (distinct mutated positions)", len(positions))
     bs = max(1, max_tokens // base.numel())
     out: dict[int, np.ndarray] = {}
     tqdm = require("tqdm", "torch").tqdm

@@ -145,3 +145,71 @@ def test_read_mutations(tmp_path: Path) -> None:
             read_mutations(bad)
     with pytest.raises(InvalidInputError, match="nope.csv: mutation file not found"):
         read_mutations(tmp_path / "nope.csv")
+
+
+# ----------------------------------------------------------------- ProteinGym files (issue #18)
+def _proteingym_csv(path: Path, n: int = 120) -> tuple[Path, str]:
+    """A ProteinGym substitution file from the real BLAT scan: positions renumbered from 1,
+    `mutated_sequence` and `DMS_score`, plus two double mutants."""
+    from protein_lm.data import load_blat
+
+    blat = load_blat()
+    wt, shift = blat.wild_type, blat.offset - 1
+    rows = []
+    for text, fitness in list(zip(blat.data["mutant"], blat.data["label"]))[:n]:
+        wt_aa, pos, mut = text[0], int(text[1:-1]) - shift, text[-1]
+        seq = wt[: pos - 1] + mut + wt[pos:]
+        rows.append(f"{wt_aa}{pos}{mut},{seq},{fitness}")
+    for a, b in ((3, 10), (3, 40)):  # doubles share position 3 with singles: one pass for it
+        seq = list(wt)
+        seq[a - 1], seq[b - 1] = "A" if wt[a - 1] != "A" else "G", "W" if wt[b - 1] != "W" else "F"
+        rows.append(f"{wt[a - 1]}{a}{seq[a - 1]}:{wt[b - 1]}{b}{seq[b - 1]},{''.join(seq)},0.5")
+    path.write_text("mutant,mutated_sequence,DMS_score\n" + "\n".join(rows) + "\n")
+    return path, wt
+
+
+def test_masked_marginals_use_one_pass_per_distinct_position(model, tmp_path: Path) -> None:
+    from protein_lm.variants import read_mutations
+
+    csv, wt = _proteingym_csv(tmp_path / "pg.csv")
+    table = read_mutations(csv)
+    positions = {int(p[1:-1]) for m in table["mutant"] for p in m.split(":")}
+    rows = []
+    real = model.forward
+
+    def counting(*args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        rows.append(int(ids.shape[0]))
+        return real(*args, **kwargs)
+
+    model.forward = counting
+    try:
+        score_dataframe(model, wt, table, strategies=("masked-marginals",), max_tokens=2048)
+    finally:
+        del model.forward
+    assert sum(rows) == len(positions)  # masked copies scored = distinct mutated positions
+
+
+def test_cli_scores_a_proteingym_file_and_prints_the_spearman(tmp_path: Path, capsys,
+                                                              caplog) -> None:
+    import logging
+
+    from protein_lm.cli import main
+
+    csv, wt = _proteingym_csv(tmp_path / "pg.csv")
+    out = tmp_path / "scores.csv"
+    with caplog.at_level(logging.INFO, logger="protein_lm"):
+        assert main(["score", "--model", "tiny", "--mutations", str(csv), "-o", str(out),
+                     "--no-progress"]) == 0  # no --sequence: the wild type comes from row 0
+    printed = capsys.readouterr().out
+    assert "score_masked-marginals: Spearman " in printed and "with DMS_score over 122 rows" in printed
+    positions = {p[1:-1] for line in csv.read_text().splitlines()[1:]
+                 for p in line.split(",")[0].split(":")}
+    assert f"masked-marginals: {len(positions)} masked passes" in caplog.text
+    assert out.read_text().splitlines()[0] == "mutant,mutated_sequence,DMS_score,score_masked-marginals"
+    wrong = wt[:4] + ("A" if wt[4] != "A" else "G") + wt[5:]  # not the wild type of the file
+    assert main(["score", "--model", "tiny", "--sequence", wrong, "--mutations", str(csv),
+                 "-o", str(tmp_path / "x.csv"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "mutated_sequence is not the wild type with this mutation" in err
+    assert not (tmp_path / "x.csv").exists()
