@@ -39,6 +39,7 @@ from protein_lm.distributed import check_shard, deal
 from protein_lm.embeddings import Embeddings, check_records, embed
 from protein_lm.errors import InvalidInputError, require
 from protein_lm.files import atomic_file, atomic_write_text
+from protein_lm.precision import resolve_precision
 from protein_lm.provenance import MANIFEST, Manifest, claim, stamp, weights_fingerprint
 from protein_lm.sequences import FastaRecord, as_records
 
@@ -244,6 +245,9 @@ def embed_to_file(
     check_records(records, long_policy=embed_kwargs.get("long_policy", "error"))
     parts_dir = output if suffix == "" else output.with_name(output.name + ".parts")
     options = {k: v for k, v in embed_kwargs.items() if k not in ("progress", "num_threads")}
+    # The precision actually used (auto differs between machines): shards of bfloat16 and
+    # float32 runs are not merged as one.
+    options["precision"] = resolve_precision(model, embed_kwargs.get("precision", "auto"))
     manifest = Manifest.of(
         weights_fingerprint(model) if weights is None else weights,
         {

@@ -36,6 +36,7 @@ import numpy as np
 
 from protein_lm.errors import InvalidInputError, InvalidSequenceError, require
 from protein_lm.limits import MAX_RESIDUES, windows
+from protein_lm.precision import cpu_has_bf16, cpu_precision
 from protein_lm.sequences import FastaRecord, as_records
 
 if TYPE_CHECKING:
@@ -140,6 +141,7 @@ def embed(
     strategy: Strategy = "auto",
     long_policy: LongPolicy = "error",
     num_threads: int | Literal["auto"] | None = "auto",
+    precision: str = "auto",
     progress: bool = True,
 ) -> Embeddings:
     """Embed protein sequences with an ESM-2 transformers model (any `Esm*` class).
@@ -167,6 +169,10 @@ def embed(
         intra-op threads stall each other: on 2 shared cores a per-sequence forward of a 4-layer
         model took 13-20 s for 16 proteins with 2 threads and 0.8-1.0 s with 1. None: leave torch's
         setting. Ignored on CUDA and when `OMP_NUM_THREADS` is set.
+    precision : {"auto", "float32", "bfloat16", "int8"}
+        CPU numerics of a float32 model (`protein_lm.precision`): "auto" is bfloat16 autocast on
+        CPUs with native bfloat16 (AVX512-BF16/AMX) for models of width >= 320, else float32.
+        Ignored on CUDA (the model's own dtype). Outputs are float32 in every mode.
     """
     torch = require("torch", "torch")
     records = as_records(sequences)
@@ -197,11 +203,15 @@ def embed(
     if contacts and previous != "eager":
         model.set_attn_implementation("eager")
     try:
-        with thread_limit(device, num_threads), torch.inference_mode():
+        with (
+            thread_limit(device, num_threads),
+            cpu_precision(model, precision) as run,
+            torch.inference_mode(),
+        ):
             names = [records[r].id for r, _, _ in items]
             _run_plan(
                 torch,
-                base,
+                getattr(run, "esm", run),
                 items,
                 plan,
                 out,
@@ -229,12 +239,14 @@ def _checked_device(model: PreTrainedModel) -> torch.device:
         )
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    if device.type == "cpu" and getattr(dtype, "itemsize", 4) < 4:
-        # Measured by benchmarks/scale.py --smoke: bf16 on CPU was 3-4x slower than fp32 (no
-        # half-precision matmul kernels on most CPUs) and saves no time, only memory.
+    slow_half = str(dtype) == "torch.float16" or (
+        str(dtype) == "torch.bfloat16" and not cpu_has_bf16()
+    )
+    if device.type == "cpu" and slow_half:
+        # No native kernels for this dtype on this CPU: emulated, slower than float32.
         warnings.warn(
-            f"embed(): a {dtype} model on the CPU is several times slower than float32; "
-            "half precision pays off on GPUs",
+            f"embed(): a {dtype} model on this CPU is emulated and slower than float32; load "
+            "it in float32 and use precision='auto' (bfloat16 autocast where the CPU has it)",
             stacklevel=3,
         )
     return device

@@ -35,6 +35,7 @@ from protein_lm.distributed import deal
 from protein_lm.errors import InvalidInputError, require
 from protein_lm.files import read_cells, read_text
 from protein_lm.limits import MAX_RESIDUES
+from protein_lm.precision import cpu_precision
 from protein_lm.sequences import ESM2_TOKENS, MASK_ID, STANDARD_AA, validate
 
 __all__ = [
@@ -199,6 +200,7 @@ def score_mutations(
     offset: int = 1,
     max_tokens: int = 8192,
     progress: bool = False,
+    precision: str = "auto",
 ) -> list[VariantScore]:
     """Score mutants of `wild_type` with a masked-LM ESM-2 (`EsmForMaskedLM`); see module doc.
 
@@ -209,7 +211,7 @@ def score_mutations(
         parse_mutant(m, wt, offset, row=i) if isinstance(m, str) else m
         for i, m in enumerate(mutants)
     ]
-    scores = _score(model, wt, parsed, strategy, max_tokens, progress)
+    scores = _score(model, wt, parsed, strategy, max_tokens, progress, precision)
     names = [
         m if isinstance(m, str) else ":".join(f"{x.wt}{x.position}{x.mut}" for x in m)
         for m in mutants
@@ -217,10 +219,13 @@ def score_mutations(
     return [VariantScore(n, float(s), strategy) for n, s in zip(names, scores)]
 
 
-def pseudo_log_likelihood(model: Any, sequence: str, *, max_tokens: int = 8192) -> float:
+def pseudo_log_likelihood(
+    model: Any, sequence: str, *, max_tokens: int = 8192, precision: str = "auto"
+) -> float:
     """Sum over positions i of log p(s_i | s with position i masked), in nats."""
     seq = _check_wild_type(sequence)
-    lp = _masked_logprobs(model, seq, list(range(len(seq))), max_tokens, False)
+    with cpu_precision(_lm(model), precision) as run:
+        lp = _masked_logprobs(run, seq, list(range(len(seq))), max_tokens, False)
     return float(sum(lp[i][_TOKEN[a]] for i, a in enumerate(seq)))
 
 
@@ -232,6 +237,7 @@ def evaluate_dms(
     on_error: Literal["raise", "skip"] = "raise",
     max_tokens: int = 8192,
     progress: bool = False,
+    precision: str = "auto",
 ) -> DmsResult:
     """Score a deep mutational scan and correlate with fitness (Spearman).
 
@@ -250,7 +256,7 @@ def evaluate_dms(
     spearman, scores = {}, {}
     for strategy in strategies:
         s = np.full(len(parsed), np.nan)
-        s[ok] = _score(model, wt, keep, strategy, max_tokens, progress)  # type: ignore[arg-type]
+        s[ok] = _score(model, wt, keep, strategy, max_tokens, progress, precision)  # type: ignore[arg-type]
         scores[strategy] = s
         spearman[strategy] = float(scipy_stats.spearmanr(s[ok], fitness[ok]).statistic)
     return DmsResult(getattr(dms, "name", "dms"), spearman, scores, int(ok.sum()), tuple(skipped))
@@ -268,6 +274,7 @@ def score_dataframe(
     source: str = "table",
     max_tokens: int = 8192,
     progress: bool = False,
+    precision: str = "auto",
     shard: tuple[int, int] = (0, 1),
 ) -> tuple[Any, list[tuple[int, str]]]:
     """Return a copy of the pandas `table` with one `score_<strategy>` column per strategy.
@@ -311,6 +318,7 @@ def score_dataframe(
                 strategy,
                 max_tokens,
                 progress,
+                precision,
             )
         out[f"score_{strategy}"] = s
     return out, [(row, f"{source}: {msg}") for row, msg in skipped]
@@ -431,11 +439,24 @@ def _score(
     strategy: str,
     max_tokens: int,
     progress: bool,
+    precision: str = "auto",
 ) -> np.ndarray:
     if strategy not in STRATEGIES:
         raise ValueError(f"`strategy` must be one of {STRATEGIES}, got {strategy!r}")
+    with cpu_precision(_lm(model), precision) as run:  # CPU numerics: protein_lm.precision
+        return _score_in(run, wt, parsed, strategy, max_tokens, progress)
+
+
+def _score_in(
+    model: Any,
+    wt: str,
+    parsed: list[tuple[Mutation, ...]],
+    strategy: str,
+    max_tokens: int,
+    progress: bool,
+) -> np.ndarray:
     if strategy == "pseudo-ppl":
-        ref = pseudo_log_likelihood(model, wt, max_tokens=max_tokens)
+        ref = pseudo_log_likelihood(model, wt, max_tokens=max_tokens, precision="float32")
         cache: dict[str, float] = {}
         out = []
         for muts in parsed:
@@ -444,7 +465,9 @@ def _score(
                 s[m.index] = m.mut
             key = "".join(s)
             if key not in cache:
-                cache[key] = pseudo_log_likelihood(model, key, max_tokens=max_tokens)
+                cache[key] = pseudo_log_likelihood(
+                    model, key, max_tokens=max_tokens, precision="float32"
+                )  # already inside the caller's precision
             out.append(cache[key] - ref)
         return np.asarray(out, dtype=np.float64)
     positions = sorted({m.index for muts in parsed for m in muts})

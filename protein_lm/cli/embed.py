@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from protein_lm.cli.common import add_common_options, positive_int
+from protein_lm.precision import PRECISIONS
 
 __all__ = ["add_parser", "run"]
 
@@ -78,6 +79,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="float32",
         help="model dtype (default float32; float16/bfloat16 halve GPU memory)",
     )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="CPU numerics of a float32 model: auto (bfloat16 autocast on CPUs with "
+        "AVX512-BF16/AMX for models of width >= 320, else float32), float32, bfloat16, or "
+        "int8 (dynamic quantisation of the Linear layers); ignored on CUDA",
+    )
     add_common_options(p)
 
 
@@ -114,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             max_tokens=args.batch_tokens,
             strategy=args.strategy,
             long_policy=args.long,
+            precision=args.precision,
             progress=bulk.progress,
         )
         out = embed_to_file(model, records, args.output, shard=bulk.shard, **options)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from protein_lm.cli.common import add_common_options
+from protein_lm.precision import PRECISIONS
 
 __all__ = ["add_parser", "run"]
 
@@ -52,6 +53,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--column", default="mutant", help="mutation column (default 'mutant')")
     p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="CPU numerics (as for embed): auto, float32, bfloat16 or int8; ignored on CUDA",
+    )
+    p.add_argument(
         "--skip-invalid",
         action="store_true",
         help="report bad rows (wrong wild-type letter, out of range, malformed, "
@@ -88,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             column=args.column,
             progress=bulk.progress,
             shard=bulk.shard,
+            precision=args.precision,
         )
         columns = [f"score_{s}" for s in args.strategy]
 
