@@ -43,8 +43,7 @@ import numpy as np
 import esm_cpp
 
 job = json.load(open(sys.argv[1]))
-model = esm_cpp.Model.load_from_safetensors(job["weights"])
-model.num_threads = job["threads"]
+model = esm_cpp.Model.load_from_safetensors(job["weights"])  # threads: ESM_NUM_THREADS
 if job["int8"]:
     model.quantize_weights()
 tok = esm_cpp.Tokenizer()
@@ -243,13 +242,12 @@ def _v4_checkpoint(model, folder: Path) -> Path:
     from safetensors.torch import save_file
 
     state = {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta",
-             "LayerNorm.bias"): v.contiguous() for k, v in model.state_dict().items()}
+             "LayerNorm.bias"): v.detach().clone() for k, v in model.state_dict().items()}
     cfg = model.config
     head = cfg.hidden_size // cfg.num_attention_heads
     inv_freq = 1.0 / (10000 ** (torch.arange(0, head, 2, dtype=torch.float32) / head))
     for i in range(cfg.num_hidden_layers):
-        state[f"esm.encoder.layer.{i}.attention.self.rotary_embeddings.inv_freq"] = inv_freq
-    state.setdefault("lm_head.decoder.weight", model.lm_head.decoder.weight.detach().contiguous())
+        state[f"esm.encoder.layer.{i}.attention.self.rotary_embeddings.inv_freq"] = inv_freq.clone()
     path = folder / "model.safetensors"
     save_file(state, str(path))
     cfg.to_json_file(str(folder / "config.json"))
@@ -276,7 +274,8 @@ def _peer(python: str, job: dict) -> dict:
         script, inp, out = (Path(tmp) / n for n in ("peer.py", "in.json", "out.json"))
         script.write_text(PEER_SCRIPT)
         inp.write_text(json.dumps(job))
-        subprocess.run([python, str(script), str(inp), str(out)], check=True)
+        env = {**os.environ, "ESM_NUM_THREADS": str(job["threads"])}  # esm.cpp's thread pool
+        subprocess.run([python, str(script), str(inp), str(out)], check=True, env=env)
         return json.loads(out.read_text())
 
 
