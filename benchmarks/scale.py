@@ -68,7 +68,7 @@ _SIZES: dict[str, dict[str, Any]] = {
         "n_embed": 24, "embed_tokens": 2048,
         "fold_lm": "tiny", "fold_lengths": [24, 48, 72], "chunks": [None, 4, 16, "auto"],
         "fold_caps_gb": [0.002], "fold_hi": 512, "fold_step": 8, "precision_len": 72,
-        "dtypes_fold": ["bfloat16"], "dtypes_embed": ["bfloat16"],
+        "dtypes_fold": ["float16", "bfloat16"], "dtypes_embed": ["float16", "bfloat16"],
         "budget_s": 150,  # ~40 s measured on 2 shared cores; the rest is headroom for load
     },
     "full": {
@@ -514,7 +514,24 @@ def _fold_model(lm: Any, device: str, seed: int) -> Any:
 
     config = _fold_config(lm)
     config._attn_implementation = "eager"  # ESMFold declares no sdpa support
-    return _build(transformers.EsmForProteinFolding, config, device, seed).eval()
+    model = _build(transformers.EsmForProteinFolding, config, device, seed).eval()
+    # transformers zero-initialises the confidence heads' last layers, so a random model reports
+    # pLDDT 50.00 everywhere and a constant PAE: a chunking bug could not move them. Seeded
+    # random weights make pLDDT, PAE and pTM vary with the input, so agreement checks mean
+    # something.
+    torch = _torch()
+    gen = torch.Generator().manual_seed(seed + 7)
+    with torch.no_grad():
+        for head in (model.lddt_head, model.ptm_head, model.distogram_head):
+            for layer in head.modules():
+                if isinstance(layer, torch.nn.Linear):  # LayerNorms keep their defaults
+                    w = torch.randn(layer.weight.shape, generator=gen) * 3 / layer.in_features**0.5
+                    layer.weight.copy_(w.to(layer.weight.device, layer.weight.dtype))
+    return model
+
+
+class NonFiniteFold(FloatingPointError):
+    """A fold the library turned into a `FoldFailure` (non-finite output): reported per case."""
 
 
 class FoldRunner:
@@ -550,6 +567,8 @@ class FoldRunner:
         start = time.perf_counter()
         (res,) = self.folder.run(items, self.device, chunk)
         sec = time.perf_counter() - start
+        if isinstance(res, self.mod.FoldFailure):  # the library's guard: NaN/inf never a result
+            raise NonFiniteFold(res.message)
         cuda = self.device.startswith("cuda")
         return res, sec, _cuda_peak(self.device) / GB if cuda else self.estimate_gb(len(seq), chunk)
 
@@ -570,6 +589,7 @@ def _agreement(a: Any, b: Any) -> dict[str, float]:
     m = a.atom_mask & b.atom_mask
     return {"max_abs_dplddt": float(np.abs(a.plddt - b.plddt).max()),
             "max_coord_diff_A": float(np.linalg.norm(a.positions - b.positions, axis=-1)[m].max()),
+            "max_abs_dpae": float(np.abs(a.pae - b.pae).max()),
             "abs_dptm": abs(a.ptm - b.ptm)}
 
 
@@ -594,7 +614,10 @@ def section_fold(sz: dict, device: str, budget: Budget, seed: int, lm: Any,
     }  # fmt: skip
     if lm != "esm2_t36_3B" and lm != "tiny":
         out["note"] = f"--lm-shape {lm} stands in for esmfold_v1's 3B language model"
-    runner.fold(_random_seq(16, seed), None)  # warm-up
+    try:
+        runner.fold(_random_seq(16, seed), None)  # warm-up
+    except Exception as exc:  # noqa: BLE001 - a non-finite warm-up is a finding, not a crash
+        out["warmup"] = _failure(exc)
     sweep = budget.share(0.6, 1.0)  # the rest is for the longest-length search
     for length in sz["fold_lengths"]:
         seq = _random_seq(length, seed + length)
@@ -616,7 +639,9 @@ def section_fold(sz: dict, device: str, budget: Budget, seed: int, lm: Any,
                 continue
             out["runs"][key] = {"status": "ok", "chunk_used": used, "seconds": sec,
                                 "peak_gb": peak, "estimate_gb": runner.estimate_gb(length, used),
-                                "finite": _finite_fold(res)}
+                                "finite": _finite_fold(res),
+                                "plddt_std": float(np.std(res.plddt)),
+                                "pae_std": float(np.std(res.pae))}
             if chunk is None:
                 ref = res
             elif ref is not None:
@@ -634,17 +659,27 @@ def _fold_max_length(sz: dict, runner: FoldRunner, budget: Budget, seed: int) ->
             res[f"{cap}GB"] = SKIPPED
             continue
         probes: dict[int, Any] = {}
+        timed: list[tuple[int, float]] = []  # (L, seconds) of folds run in this search
 
         def fits(length: int, cap: float = cap) -> bool:
             if not budget.ok():
                 raise TimeoutError("time budget spent during the search")
+            if timed:  # the trunk is ~cubic in L: a probe predicted past the budget is not begun
+                last_len, last_s = max(timed)
+                guess = last_s * (length / last_len) ** 3
+                if length > last_len and guess > budget.left():
+                    raise TimeoutError(f"L={length} would take ~{guess:.0f} s, past the budget")
             chunk = runner.chunk_for("auto", length, cap * GB - runner.weight_bytes)
             est = runner.estimate_gb(length, chunk)
             if est > 1.5 * cap:  # hopeless (the pair tensors alone overflow): a long, slow fold
                 probes[length] = {"chunk": chunk, "peak_gb": "not run", "estimate_gb": est}
                 return False
             try:
-                peak = runner.fold(_random_seq(length, seed + length), chunk)[2]
+                _, sec, peak = runner.fold(_random_seq(length, seed + length), chunk)
+                timed.append((length, sec))
+            except NonFiniteFold as exc:
+                probes[length] = {"chunk": chunk, "status": "non-finite", "error": str(exc)[:300]}
+                return False
             except Exception as exc:  # noqa: BLE001
                 if not _is_oom(exc):
                     raise
@@ -718,6 +753,9 @@ def section_precision(sz: dict, device: str, budget: Budget, seed: int, lm: Any,
 
 # ------------------------------------------------------------------------------ reporting
 def _failure(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, NonFiniteFold):  # a result of the case, not a crash of the suite
+        return {"status": "non-finite", "error": str(exc).splitlines()[0][:300],
+                "nonfinite": ["fold output"]}
     kind = "out-of-memory" if _is_oom(exc) else "error"
     return {"status": kind, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
             **({} if kind == "out-of-memory" else {"traceback": traceback.format_exc()[-1500:]})}
@@ -731,7 +769,7 @@ def _failure(exc: BaseException) -> dict[str, Any]:
 # 48 blocks and 8 structure-module blocks can amplify. The bounds stay far below anything
 # visible (0.1 pLDDT point, 0.05 A, 0.001 pTM), while a real chunking bug (wrong mask, dropped
 # or duplicated rows) moves these by whole units.
-TOL = {"max_abs_dplddt": 0.1, "max_coord_diff_A": 0.05, "abs_dptm": 1e-3}
+TOL = {"max_abs_dplddt": 0.1, "max_coord_diff_A": 0.05, "max_abs_dpae": 0.05, "abs_dptm": 1e-3}
 
 
 def check_invariants(report: dict, device: str) -> list[str]:
@@ -744,8 +782,8 @@ def check_invariants(report: dict, device: str) -> list[str]:
     for key, run in fold.get("runs", {}).items():
         if run.get("status") == "ok" and not all(run["finite"].values()):
             fails.append(f"fold {key}: non-finite output {run['finite']}")
-        if run.get("status") == "error":
-            fails.append(f"fold {key}: {run['error']}")
+        if run.get("status") in ("error", "non-finite"):  # float32 folds: never non-finite
+            fails.append(f"fold {key}: {run['status']}: {run['error']}")
     ft = report["sections"].get("finetune", {})
     for key, v in ft.get("variants", {}).items():
         if v.get("status") == "error":
@@ -786,12 +824,28 @@ def check_invariants(report: dict, device: str) -> list[str]:
         if asserted and row.get("status") == "ok" and (
                 row.get("nonfinite") or row.get("finite") is False):
             fails.append(f"precision {key}: non-finite outputs")
-        if asserted and row.get("status") == "error":
-            fails.append(f"precision {key}: {row['error']}")
+        if asserted and row.get("status") in ("error", "non-finite"):
+            fails.append(f"precision {key}: {row['status']}: {row['error']}")
     for name, sec in report["sections"].items():
         if sec.get("status") == "error":
             fails.append(f"section {name}: {sec['error']}")
     return fails
+
+
+def _null_nonfinite(node: Any, path: str = "") -> list[str]:
+    """Replace NaN/inf floats in the report by None, in place; the paths where that happened
+    (so one NaN measurement is flagged instead of making json.dumps lose the whole report)."""
+    found: list[str] = []
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(
+        node, list) else ()
+    for key, value in list(items):
+        where = f"{path}/{key}"
+        if isinstance(value, float) and not math.isfinite(value):
+            node[key] = None
+            found.append(where)
+        elif isinstance(value, (dict, list)):
+            found += _null_nonfinite(value, where)
+    return found
 
 
 def _count_skipped(node: Any) -> int:
@@ -935,6 +989,7 @@ def main(argv: list[str] | None = None) -> int:
     report["skipped_cases"] = _count_skipped(report["sections"])
     report["failures"] = check_invariants(report, device)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    report["nonfinite_values"] = _null_nonfinite(report)  # JSON has no NaN: null + where
     out_path.write_text(json.dumps(report, indent=1, default=str, allow_nan=False))
     print_table(report)
     print(f"\nreport: {out_path}")
