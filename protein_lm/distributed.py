@@ -43,6 +43,7 @@ __all__ = [
     "parse_shard",
     "shard_from_env",
     "rank_device",
+    "dist_timeout",
     "process_group",
     "bulk_run",
     "block",
@@ -50,8 +51,29 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Ranks wait for the slowest one at the end; shards are balanced, but a long gap is no error.
-_TIMEOUT = timedelta(days=7)
+# Ranks wait for the slowest one at the end (shards are balanced by length, but a gap of an hour
+# on a long fold is no error); a rank that died or hangs must not hold the others for gloo's
+# 7-day default. PROTEIN_LM_DIST_TIMEOUT_S changes it.
+DEFAULT_TIMEOUT_S = 4 * 3600
+
+
+def dist_timeout() -> timedelta:
+    """How long a rank waits for the others in one collective (PROTEIN_LM_DIST_TIMEOUT_S).
+
+    >>> dist_timeout().total_seconds() >= 1
+    True
+    """
+    text = os.environ.get("PROTEIN_LM_DIST_TIMEOUT_S", "")
+    try:
+        seconds = float(text) if text else DEFAULT_TIMEOUT_S
+    except ValueError:
+        seconds = -1
+    if not seconds > 0:
+        raise InvalidInputError(
+            f"PROTEIN_LM_DIST_TIMEOUT_S must be a number of seconds > 0, got {text!r}"
+        )
+    return timedelta(seconds=seconds)
+
 
 _T = TypeVar("_T")
 
@@ -180,9 +202,18 @@ class Group:
         return parse_shard(text)
 
     def barrier(self) -> None:
-        """Wait until every process got here."""
+        """Wait until every process got here; a timeout (`dist_timeout`) raises one clear line."""
         if self._dist is not None:
-            self._dist.barrier()
+            try:
+                self._dist.barrier()
+            except RuntimeError as exc:
+                if "timeout" not in str(exc).lower() and "timed out" not in str(exc).lower():
+                    raise
+                raise TimeoutError(
+                    f"rank {self.rank} of {self.world} waited {dist_timeout()} for the other "
+                    "processes: one of them died or hangs (see its log); for runs whose ranks "
+                    "finish further apart, set PROTEIN_LM_DIST_TIMEOUT_S"
+                ) from exc
 
     def all_gather(self, obj: _T) -> list[_T]:
         """Every process's `obj` (picklable, small), in rank order, on every process."""
@@ -223,7 +254,7 @@ def process_group() -> Iterator[Group]:
 
     created = not dist.is_initialized()
     if created:
-        dist.init_process_group("gloo", rank=rank, world_size=world, timeout=_TIMEOUT)
+        dist.init_process_group("gloo", rank=rank, world_size=world, timeout=dist_timeout())
     log.debug("rank %d of %d joined the process group", rank, world)
     try:
         yield Group(dist.get_rank(), dist.get_world_size(), dist)

@@ -261,3 +261,36 @@ def test_job_shard_is_parsed_alone_and_refused_under_torchrun() -> None:
     assert Group().job_shard("1/3") == (1, 3)
     with pytest.raises(InvalidInputError, match="drop --shard"):
         Group(rank=0, world=2).job_shard("0/2")
+
+
+def test_process_group_timeout_is_bounded_and_says_what_happened(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #18: a hanging rank held the others for gloo's 7-day default timeout."""
+    import socket
+    import subprocess
+    import sys
+
+    from protein_lm.distributed import DEFAULT_TIMEOUT_S, dist_timeout
+
+    monkeypatch.delenv("PROTEIN_LM_DIST_TIMEOUT_S", raising=False)
+    assert dist_timeout().total_seconds() == DEFAULT_TIMEOUT_S < 7 * 24 * 3600
+    monkeypatch.setenv("PROTEIN_LM_DIST_TIMEOUT_S", "0")
+    with pytest.raises(InvalidInputError, match="PROTEIN_LM_DIST_TIMEOUT_S must be"):
+        dist_timeout()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code = ("import sys, time\nfrom protein_lm.distributed import process_group\n"
+            "with process_group() as g:\n"
+            "    if g.rank == 0:\n        g.barrier()\n"
+            "    else:\n        time.sleep(12)\n")  # rank 1 hangs: never reaches the barrier
+    env = {**__import__("os").environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "PROTEIN_LM_DIST_TIMEOUT_S": "3", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env={**env, "RANK": str(r),
+                              "LOCAL_RANK": str(r)}, stderr=subprocess.PIPE, text=True)
+             for r in (0, 1)]
+    err0 = procs[0].communicate(timeout=60)[1]
+    procs[1].kill()
+    procs[1].communicate()
+    assert procs[0].returncode != 0
+    assert "TimeoutError: rank 0 of 2 waited 0:00:03 for the other processes" in err0, err0[-2000:]
