@@ -4,11 +4,12 @@
 #   make test-full-path - the notebooks' full path on the tiny model (CI runs it after make test)
 #   make lab    - set up .venv and open the notebooks in JupyterLab
 #   make lint   - ruff (lint + format check) and mypy over protein_lm/, as CI does
+#   make docs   - build the documentation site strictly into site/, as CI does
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= torch,tf,fold,notebooks,dev
+EXTRAS ?= torch,tf,fold,notebooks,dev,docs
 
-.PHONY: setup demo test test-full-path lab lint clean
+.PHONY: setup demo test test-full-path lab lint docs clean
 
 setup: $(VENV)/.installed
 
@@ -38,8 +39,14 @@ lint: setup
 	$(VENV)/bin/ruff format --check protein_lm
 	$(VENV)/bin/mypy
 
+# The documentation site: generated pages (CLI reference, index from the README), then a strict
+# build (every warning, e.g. a broken link or an unparsable docstring, is an error).
+docs: setup
+	$(PY) scripts/make_generated_docs.py
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis site

@@ -46,6 +46,8 @@ def token_budget_batches(
     `(max_len + extra_tokens) * (n + 1)` would exceed `max_tokens`. A sequence longer than the
     budget gets a batch of its own. With `shuffle=True` the batch order is shuffled too.
 
+    Examples
+    --------
     Three short proteins share a batch; a 100-residue one fills a 110-token budget alone:
 
     >>> token_budget_batches([30, 100, 25, 28], max_tokens=110)
@@ -143,6 +145,8 @@ def align_token_labels(residue_labels: Sequence[Sequence[int]], width: int) -> n
     width : int
         Padded token length of the batch (residues + 2 special tokens, or more).
 
+    Examples
+    --------
     Residue i's label goes to token i + 1 (after `<cls>`); `<cls>`, `<eos>` and padding get -100:
 
     >>> align_token_labels([[0, 1, 2], [2, 2]], width=6)

@@ -60,6 +60,8 @@ DEFAULT_TIMEOUT_S = 4 * 3600
 def dist_timeout() -> timedelta:
     """How long a rank waits for the others in one collective (PROTEIN_LM_DIST_TIMEOUT_S).
 
+    Examples
+    --------
     >>> dist_timeout().total_seconds() >= 1
     True
     """
@@ -96,6 +98,8 @@ def deal(costs: Sequence[float], shard: tuple[int, int]) -> list[int]:
     exactly one shard, the same one for the same costs and `n`, and shard totals differ by at
     most the largest cost.
 
+    Examples
+    --------
     >>> [deal([5, 1, 4, 2, 3], (i, 2)) for i in range(2)]
     [[0, 1, 3], [2, 4]]
     """
@@ -117,6 +121,8 @@ def deal(costs: Sequence[float], shard: tuple[int, int]) -> list[int]:
 def parse_shard(text: str) -> tuple[int, int]:
     """Parse `i/n` (0 <= i < n) into `(i, n)`.
 
+    Examples
+    --------
     >>> parse_shard("1/4")
     (1, 4)
     """
@@ -161,6 +167,8 @@ def block(n_items: int, shard: tuple[int, int]) -> range:
     """Contiguous block of `range(n_items)` for `shard=(i, n)`; sizes differ by at most one.
     (The bulk commands deal records with `deal` instead, balanced by length.)
 
+    Examples
+    --------
     >>> [list(block(5, (i, 2))) for i in range(2)]
     [[0, 1, 2], [3, 4]]
     """

@@ -42,6 +42,8 @@ FOLD_BATCH_RESIDUES = 1024  # default residues per folding batch, padding includ
 def window_starts(length: int, window: int = MAX_RESIDUES) -> list[int]:
     """Start offsets of windows of `window` residues covering `length`, stride `window // 2`.
 
+    Examples
+    --------
     >>> window_starts(10, 4)
     [0, 2, 4, 6]
     >>> window_starts(1500)
@@ -56,6 +58,8 @@ def window_starts(length: int, window: int = MAX_RESIDUES) -> list[int]:
 def windows(sequence: str, window: int = MAX_RESIDUES) -> list[tuple[int, str]]:
     """(start, sub-sequence) of each window covering `sequence` (see `window_starts`).
 
+    Examples
+    --------
     A sequence of at most `window` residues is one window, itself. Ubiquitin (76 residues) in
     windows of 32:
 

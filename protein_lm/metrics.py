@@ -76,6 +76,8 @@ def confusion_matrix(
 ) -> np.ndarray:
     """Counts, shape (num_classes, num_classes): rows are true classes, columns predictions.
 
+    Examples
+    --------
     >>> confusion_matrix([0, 1, 2, 2], [0, 2, 2, 2], num_classes=3)
     array([[1, 0, 0],
            [0, 0, 1],
@@ -95,6 +97,8 @@ def majority_baseline(
 ) -> float:
     """Accuracy of always predicting the most frequent training class on the test labels.
 
+    Examples
+    --------
     Unlabelled positions (`ignore_index`) count in neither split:
 
     >>> majority_baseline([0, 0, 1, -100], [0, 1, 1, -100])

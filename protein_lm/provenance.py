@@ -44,6 +44,8 @@ _CHUNK = 1 << 20
 def sequence_hash(sequence: str) -> str:
     """sha256 (hex) of a sequence as read from the input.
 
+    Examples
+    --------
     >>> sequence_hash("MKT")[:12]
     '366893d2245f'
     """

@@ -82,6 +82,8 @@ def validate(
 
     `allow_mask=True` keeps `<mask>` tokens (for masked-LM scoring inputs).
 
+    Examples
+    --------
     >>> validate("mkt ayi akq*")
     'MKTAYIAKQ'
     """

@@ -95,6 +95,8 @@ def encode(
     return_tensors : {"np", "pt", "tf", None}
         Output type; arrays are int64 `(B, T)` ids and `(B, T)` masks.
 
+    Examples
+    --------
     >>> encode(["MKT", "A"])["input_ids"].tolist()
     [[0, 20, 15, 11, 2], [0, 5, 2, 1, 1]]
     """

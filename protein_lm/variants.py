@@ -111,6 +111,8 @@ def parse_mutant(
 
     Raises `InvalidInputError` naming the row (when given), the mutation and the fix.
 
+    Examples
+    --------
     >>> parse_mutant("K2A", "MKT")
     (Mutation(wt='K', position=2, mut='A', index=1),)
     """
@@ -328,6 +330,8 @@ def wild_type_from_mutated(mutant: str, mutated_sequence: str, offset: int = 1) 
     """The wild type behind a ProteinGym row: `mutated_sequence` with `mutant` (`A42G:L50P`,
     positions from `offset`) undone, each mutant letter checked.
 
+    Examples
+    --------
     >>> wild_type_from_mutated("K2A", "MAT")
     'MKT'
     """

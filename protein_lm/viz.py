@@ -48,6 +48,8 @@ PLDDT_BANDS: tuple[tuple[float, str, str], ...] = (
 def plddt_band_colors(plddt: np.ndarray) -> list[str]:
     """The AlphaFold DB colour (hex) of each pLDDT value (0-100 scale).
 
+    Examples
+    --------
     >>> plddt_band_colors(np.array([95.0, 75.0, 10.0]))
     ['#0053D6', '#65CBF3', '#FF7D45']
     """

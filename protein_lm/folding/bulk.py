@@ -85,6 +85,8 @@ class BulkReport:
 def safe_filename(record_id: str) -> str:
     """`record_id` with characters unsafe in file names replaced by `_` (no leading dot, <= 200).
 
+    Examples
+    --------
     >>> safe_filename("sp|P69905|HBA_HUMAN")
     'sp_P69905_HBA_HUMAN'
     """

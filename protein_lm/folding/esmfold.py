@@ -156,6 +156,8 @@ def load_folding_model(
 def _load_kwargs(device: str) -> dict[str, torch.device]:
     """Extra `from_pretrained` arguments for `device`: CUDA streams the weights onto the device.
 
+    Examples
+    --------
     >>> _load_kwargs("cpu")
     {}
     >>> _load_kwargs("cuda:1")
@@ -205,6 +207,8 @@ def build_folder(
 def parse_chains(sequence: str, record_id: str = "sequence") -> tuple[str, ...]:
     """Split `A:B` multimer syntax into validated chains (see `protein_lm.sequences.validate`).
 
+    Examples
+    --------
     >>> parse_chains("MKTAYIAKQR:GSHMLE")
     ('MKTAYIAKQR', 'GSHMLE')
     """
@@ -259,8 +263,12 @@ def fold(
     max_length : int or None
         Longest allowed record (residues + linkers); None folds anything (ESM-2 saw <= 1,022).
 
-    Raises `InvalidSequenceError`/`InvalidInputError` naming the record before any folding, and
-    `FoldingError` naming the records that failed after every memory fallback.
+    Raises
+    ------
+    InvalidSequenceError, InvalidInputError
+        Naming the record, before any folding.
+    FoldingError
+        Naming the records that failed after every memory fallback.
     """
     options = fold_options(
         options,

@@ -35,6 +35,8 @@ class FoldOptions:
     cpu_fallback : bool
         Retry a record on CPU when it runs out of GPU memory with every chunk size.
 
+    Examples
+    --------
     >>> FoldOptions(chunk_size=64).max_tokens
     1024
     """
@@ -90,6 +92,8 @@ def fold_options(options: FoldOptions | None = None, **kwargs: Any) -> FoldOptio
     Keyword arguments left at their defaults are ignored; giving another value together with
     `options` is a `TypeError` (two sources for one setting).
 
+    Examples
+    --------
     >>> fold_options(None, chunk_size=32).chunk_size
     32
     """

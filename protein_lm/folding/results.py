@@ -68,6 +68,8 @@ class FoldingError(ProteinLMError, RuntimeError):
 def chain_id(k: int) -> str:
     """Chain id of the k-th chain (0-based): A, B, ..., 9 for the first 62, then two characters.
 
+    Examples
+    --------
     >>> chain_id(0), chain_id(1), chain_id(62)
     ('A', 'B', 'AA')
     """

@@ -281,6 +281,8 @@ def _check_trunk(
 def non_finite_fields(result: FoldResult) -> list[str]:
     """Names of the outputs of `result` holding NaN or infinity (positions, plddt, pae, ptm, iptm).
 
+    Examples
+    --------
     >>> import numpy as np
     >>> r = FoldResult("x", "G", np.zeros((1, 37, 3), np.float32), np.ones((1, 37), bool),
     ...                np.array([np.nan], np.float32), np.zeros((1, 1), np.float32), 0.5,

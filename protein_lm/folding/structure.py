@@ -219,6 +219,8 @@ def structure_format(
 ) -> Literal["pdb", "cif"]:
     """`fmt` if given, else "cif" for a `.cif`/`.mmcif` suffix and "pdb" otherwise.
 
+    Examples
+    --------
     >>> structure_format("model.cif"), structure_format("model.ent"), structure_format("x", "cif")
     ('cif', 'pdb', 'cif')
     """
