@@ -26,3 +26,27 @@ def test_readme_python_block_runs(code: str, tmp_path: Path, monkeypatch) -> Non
     if "preds" in namespace:  # the API tour: every step produced its result
         assert len(namespace["preds"].ids) == len(namespace["recs"])
         assert namespace["structures"][0].ptm >= 0 and namespace["embeddings"].ids
+
+
+def _cli_examples(text: str) -> list[list[str]]:
+    """Every `protein-lm ...` command of the ```bash blocks, continuation lines joined."""
+    import shlex
+
+    out = []
+    for block in re.findall(r"^```bash\n(.*?)^```", text, re.M | re.S):
+        for command in block.replace("\\\n", " ").splitlines():
+            command = command.split("  #", 1)[0].strip()
+            if command.startswith("protein-lm "):
+                out.append(shlex.split(command)[1:])
+    return out
+
+
+def test_readme_cli_examples_use_real_flags() -> None:
+    """Each documented command parses with today's `protein-lm` parser (a renamed or removed flag
+    fails here, not in a user's shell)."""
+    from protein_lm.cli import build_parser
+
+    examples = _cli_examples(README.read_text(encoding="utf-8"))
+    assert {argv[0] for argv in examples} == {"finetune", "predict", "fold", "embed", "score"}
+    for argv in examples:
+        build_parser().parse_args(argv)  # argparse exits (a test failure) on an unknown flag
