@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from protein_lm.cli.common import add_common_options, positive_int
+from protein_lm.precision import PRECISIONS
 
 __all__ = ["add_parser", "run"]
 
@@ -18,6 +19,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, help="output CSV")
     p.add_argument("--framework", choices=("pt", "tf"), default="pt")
     p.add_argument("--batch-tokens", type=positive_int, default=8000)
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="CPU numerics of the PyTorch path (as for embed); ignored on CUDA and with tf",
+    )
     add_common_options(p)  # --device, --no-progress, --quiet, --verbose
 
 
@@ -44,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
                 batch_tokens=args.batch_tokens,
                 device=args.device,
                 progress=not getattr(args, "no_progress", False),
+                precision=args.precision,
             )
         result.to_csv(args.output)
     print(f"{len(result.ids)} predictions ({result.task}) written to {args.output}")

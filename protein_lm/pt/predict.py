@@ -23,6 +23,7 @@ from protein_lm.finetuning.predictions import (
     plan_windows,
 )
 from protein_lm.limits import TRAINING_TOKENS
+from protein_lm.precision import cpu_precision
 from protein_lm.sequences import FastaRecord, as_records
 
 __all__ = ["Predictions", "predict", "model_task"]
@@ -38,6 +39,7 @@ def predict(
     device: str | None = None,
     max_length: int = TRAINING_TOKENS,
     progress: bool = False,
+    precision: str = "auto",
 ) -> Predictions:
     """Predict with the fine-tuned model in `model_dir`.
 
@@ -47,6 +49,8 @@ def predict(
         Validated with `sequences.as_records` (bare strings get ids seq0, seq1, ...).
     batch_tokens : int
         Token budget per batch (padding counted); lower it on a small GPU.
+    precision : {"auto", "float32", "bfloat16", "int8"}
+        CPU numerics (`protein_lm.precision`); ignored on CUDA. Probabilities are float32.
     """
     torch = require("torch", "torch")
     transformers = require("transformers", "torch")
@@ -65,7 +69,7 @@ def predict(
     batches = token_budget_batches([len(s) for _, _, s in items], batch_tokens)
     outputs: list[Any] = [None] * len(items)
     tqdm = require("tqdm.auto", "torch").tqdm
-    with torch.inference_mode():
+    with cpu_precision(model, precision) as model, torch.inference_mode():
         for batch in tqdm(batches, desc="predict", unit="batch", disable=not progress):
             enc = collate([{"sequence": items[i][2]} for i in batch])
             try:

@@ -30,3 +30,18 @@ def test_predict_refuses_a_model_without_a_head(tmp_path) -> None:
     load_model("tiny", "masked-lm").save_pretrained(tmp_path)
     with pytest.raises(InvalidInputError, match="not a fine-tuned"):
         predict(tmp_path, ["MKT"])
+
+
+@pytest.mark.parametrize("mode", ["bfloat16", "int8"])
+def test_predict_precision_modes_agree_with_float32(ss_run, ss, mode) -> None:
+    """Issue #18: predict takes the CPU precision of embed and score; class calls barely move."""
+    import numpy as np
+
+    from protein_lm.pt.predict import predict
+
+    out, _ = ss_run
+    proteins = dict(zip(ss["test"]["id"][:8], ss["test"]["sequence"][:8]))
+    ref = predict(out, proteins, precision="float32").predictions
+    got = predict(out, proteins, precision=mode).predictions
+    same = np.mean([a == b for p, q in zip(ref, got) for a, b in zip(p, q)])
+    assert same > 0.95, same
