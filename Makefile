@@ -43,7 +43,7 @@ lint: setup
 # build (every warning, e.g. a broken link or an unparsable docstring, is an error).
 docs: setup
 	$(PY) scripts/make_generated_docs.py
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
