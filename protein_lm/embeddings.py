@@ -198,16 +198,17 @@ def embed(
         contacts=contacts,
     )
     tqdm = require("tqdm", "torch").tqdm
-    bar = tqdm(total=int(lengths.sum()), unit="res", disable=not progress, desc="embed")
     previous = base.config._attn_implementation
     if contacts and previous != "eager":
         model.set_attn_implementation("eager")
+    bar = None
     try:
         with (
             thread_limit(device, num_threads),
-            cpu_precision(model, precision) as run,
+            cpu_precision(model, precision) as run,  # logs its choice: before the bar starts
             torch.inference_mode(),
         ):
+            bar = tqdm(total=int(lengths.sum()), unit="res", disable=not progress, desc="embed")
             names = [records[r].id for r, _, _ in items]
             _run_plan(
                 torch,
@@ -221,7 +222,8 @@ def embed(
                 device=device,
             )
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         if contacts and previous != "eager":
             model.set_attn_implementation(previous)
     return _assemble(
