@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@# 3Dmol.js for offline 3D views, into the data cache (SHA-256 checked); never a failure
+	-$(PY) -c "from protein_lm.data import data_path; data_path('viewers/3Dmol-min.js')"
 	touch $@
 
 demo: setup

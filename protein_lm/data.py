@@ -24,6 +24,7 @@ import hashlib
 import io
 import math
 import os
+import tarfile
 import urllib.request
 import zipfile
 from collections import Counter
@@ -57,7 +58,7 @@ _BIOTITE = (
 )
 _DEEPLOC = "https://raw.githubusercontent.com/HannesStark/protein-localization/7b0be1e6/data_files"
 
-# relative path -> (source URL, SHA-256, member inside a zip archive or None)
+# relative path -> (source URL, SHA-256, member inside a zip or tar.gz archive, or None)
 SOURCES: dict[str, tuple[str, str, str | None]] = {
     "deeploc/deeploc_our_val_set.fasta": (
         f"{_DEEPLOC}/deeploc_our_val_set.fasta",
@@ -114,6 +115,13 @@ SOURCES: dict[str, tuple[str, str, str | None]] = {
         "8face44439c270c7bb9734a5eda12551460a9228969153f9caa306e1da75c671",
         None,
     ),
+    # Not data, but fetched and checked the same way: 3Dmol.js (BSD-3) for `viz.show_structure`,
+    # the version py3Dmol 2.5 loads from its CDN, so 3D views work offline once cached.
+    "viewers/3Dmol-min.js": (
+        "https://registry.npmjs.org/3dmol/-/3dmol-2.5.5.tgz",
+        "f7cc78921ae72e7623e89cdd111434f58c2efddd2ffda1cd212644b406fb8016",
+        "3Dmol-min.js",
+    ),
     "structures/5ugo.pdb": (
         f"{_BIOTITE}/5ugo.pdb",
         "ca1ab6219eae36938cf62ea15efa3c56aa84d5bb54fb34bdb0c3d3105913abe4",
@@ -157,11 +165,7 @@ def _download(name: str, url: str, sha: str, member: str | None, dest: Path) -> 
     with urllib.request.urlopen(url, timeout=30) as resp:
         payload = resp.read()
     if member is not None:
-        with zipfile.ZipFile(io.BytesIO(payload)) as zf:
-            matches = [m for m in zf.namelist() if m.rsplit("/", 1)[-1] == member]
-            if not matches:
-                raise DataNotFoundError(f"{url} has no member {member!r} (needed for {name})")
-            payload = zf.read(matches[0])
+        payload = _archive_member(payload, url, member, name)
     if _sha256(payload) != sha:
         raise DataNotFoundError(
             f"Downloaded {name} from {url} but its SHA-256 does not match {sha}"
@@ -169,6 +173,24 @@ def _download(name: str, url: str, sha: str, member: str | None, dest: Path) -> 
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(dest) as tmp:
         tmp.write_bytes(payload)
+
+
+def _archive_member(payload: bytes, url: str, member: str, name: str) -> bytes:
+    """The file named `member` (by base name) inside a zip or a gzipped tar (an npm package)."""
+    if zipfile.is_zipfile(io.BytesIO(payload)):
+        with zipfile.ZipFile(io.BytesIO(payload)) as zf:
+            names = [m for m in zf.namelist() if m.rsplit("/", 1)[-1] == member]
+            if names:
+                return zf.read(names[0])
+    else:
+        with tarfile.open(fileobj=io.BytesIO(payload), mode="r:*") as tf:
+            files = [
+                m for m in tf.getmembers() if m.isfile() and m.name.rsplit("/", 1)[-1] == member
+            ]
+            extracted = tf.extractfile(files[0]) if files else None
+            if extracted is not None:
+                return extracted.read()
+    raise DataNotFoundError(f"{url} has no member {member!r} (needed for {name})")
 
 
 def data_path(name: str, *, download: bool = True) -> Path:

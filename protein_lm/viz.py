@@ -10,6 +10,7 @@ import base64
 import functools
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
@@ -56,10 +57,28 @@ def plddt_band_colors(plddt: np.ndarray) -> list[str]:
     return [next(color for lo, color, _ in PLDDT_BANDS if v > lo or lo == -np.inf) for v in plddt]
 
 
+VIEWER_JS = "viewers/3Dmol-min.js"  # a `protein_lm.data` file: cached once, SHA-256 checked
+
+
 @functools.cache
-def _local_3dmol() -> str:
-    """The vendored 3Dmol.js as a `data:` address: the browser loads it without any network."""
-    js = (Path(__file__).parent / "_vendor" / "3Dmol-min.js").read_bytes()
+def _local_3dmol() -> str | None:
+    """3Dmol.js as a `data:` address (the browser loads it with no network), or None when it is
+    not on disk and cannot be downloaded (the view then uses py3Dmol's CDN address).
+
+    Looked up like every data file (`PROTEIN_LM_DATA`, `../shared/data`, the cache), downloaded
+    once from the npm registry when missing. Cached per process: one attempt, one warning.
+    """
+    from protein_lm.data import data_path
+    from protein_lm.errors import DataNotFoundError
+
+    try:
+        js = data_path(VIEWER_JS).read_bytes()
+    except DataNotFoundError as exc:
+        warnings.warn(
+            f"3D views load 3Dmol.js from a CDN, so they stay blank without network: {exc}",
+            stacklevel=3,
+        )
+        return None
     return "data:text/javascript;base64," + base64.b64encode(js).decode("ascii")
 
 
@@ -76,14 +95,15 @@ def show_structure(
 
     Colouring is done per residue with explicit selections, so it works in any 3Dmol viewer
     version; the legend is drawn as screen-fixed labels. The view carries its own copy of 3Dmol.js
-    (`_vendor/3Dmol-min.js`, about 0.7 MB in the notebook output) instead of py3Dmol's CDN address,
-    so it renders in an offline JupyterLab, in exported HTML and on air-gapped machines.
+    (`_local_3dmol`, about 0.7 MB in the notebook output) instead of py3Dmol's CDN address, so it
+    renders in an offline JupyterLab, in exported HTML and on air-gapped machines.
     """
     if color not in ("plddt", "chain", "spectrum"):
         raise ValueError(f"`color` must be 'plddt', 'chain' or 'spectrum', got {color!r}")
     py3dmol = require("py3Dmol", "fold")
     text, fmt, s = _as_text(structure)
-    view = py3dmol.view(width=width, height=height, js=_local_3dmol())
+    local = _local_3dmol()
+    view = py3dmol.view(width=width, height=height, **({"js": local} if local else {}))
     view.addModel(text, fmt)
     if color == "chain":
         view.setStyle({style: {"colorscheme": "chain"}})

@@ -91,6 +91,29 @@ def test_download_into_cache_checks_sha256(tmp_path: Path, monkeypatch, shared_d
     assert not path.exists()
 
 
+def test_download_takes_a_member_of_a_gzipped_tar(tmp_path: Path, monkeypatch) -> None:
+    """npm packages are .tgz: the 3D viewer's script comes out of one (file:// URL, no network)."""
+    import io
+    import tarfile
+
+    body = b"var $3Dmol = {};"
+    archive = tmp_path / "pkg.tgz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for name, payload in (("package/build/viewer.js", body), ("package/README.md", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tf.addfile(info, io.BytesIO(payload))
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(data, "data_dirs", lambda: [cache])
+    monkeypatch.setattr(data, "_cache_dir", lambda: cache)
+    sha = hashlib.sha256(body).hexdigest()
+    monkeypatch.setitem(data.SOURCES, "viewers/viewer.js", (archive.as_uri(), sha, "viewer.js"))
+    assert data.data_path("viewers/viewer.js").read_bytes() == body
+    monkeypatch.setitem(data.SOURCES, "viewers/gone.js", (archive.as_uri(), sha, "gone.js"))
+    with pytest.raises(DataNotFoundError, match="has no member 'gone.js'"):
+        data.data_path("viewers/gone.js")
+
+
 def test_read_table_round_trip(tmp_path: Path) -> None:
     import datasets
 

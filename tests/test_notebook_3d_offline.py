@@ -1,7 +1,8 @@
 """The folding notebook's 3D views render with no network (issue #17).
 
 py3Dmol loads 3Dmol.js from a CDN, so an offline JupyterLab showed "3Dmol.js failed to load" in
-every view; `viz.show_structure` now embeds the vendored copy. Here the folding notebook is executed
+every view; `viz.show_structure` now embeds 3Dmol.js from the data cache (`make setup` fetches it once,
+like a package). Here the folding notebook is executed
 (smoke mode), exported to HTML with nbconvert and opened in headless Chromium with every host name
 unresolvable: each 3D view must have built its WebGL canvas, and one view, rendered alone, must
 draw a molecule (non-white pixels). Needs Chromium (`.ci/run` installs Debian's `chromium`).
@@ -37,6 +38,14 @@ def _run(browser: str, *args: str) -> str:
 
 def test_folding_views_render_offline_in_exported_html(tmp_path: Path, monkeypatch) -> None:
     browser = _chromium()
+    from protein_lm.data import data_path
+    from protein_lm.errors import DataNotFoundError
+    from protein_lm.viz import VIEWER_JS
+
+    try:  # never downloaded by a test: `make setup` caches it
+        data_path(VIEWER_JS, download=False)
+    except DataNotFoundError as exc:
+        pytest.skip(f"3Dmol.js is not cached ({exc}); run `make setup` online once")
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nbconvert = pytest.importorskip("nbconvert")

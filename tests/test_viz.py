@@ -74,3 +74,18 @@ def test_plots(dimer) -> None:
     with pytest.raises(ValueError, match="square"):
         plot_pae(np.zeros((3, 4)))
     matplotlib.pyplot.close("all")
+
+
+def test_view_embeds_the_cached_viewer_or_says_it_falls_back_to_the_cdn(dimer, monkeypatch) -> None:
+    """Issue #17: 3Dmol.js comes from the data cache (offline views); without it, a warning."""
+    from protein_lm import data
+    from protein_lm import viz as viz_module
+    from protein_lm.errors import DataNotFoundError
+
+    viz_module._local_3dmol.cache_clear()
+    monkeypatch.setattr(data, "data_path", lambda name, **kw: (_ for _ in ()).throw(
+        DataNotFoundError(f"{name} not found")))
+    with pytest.warns(UserWarning, match="load 3Dmol.js from a CDN"):
+        html = viz_module.show_structure(dimer)._make_html()
+    assert "data:text/javascript;base64," not in html and "cdn.jsdelivr.net" in html
+    viz_module._local_3dmol.cache_clear()
