@@ -227,7 +227,12 @@ def pseudo_log_likelihood(
     """Sum over positions i of log p(s_i | s with position i masked), in nats."""
     seq = _check_wild_type(sequence)
     with cpu_precision(_lm(model), precision) as run:
-        lp = _masked_logprobs(run, seq, list(range(len(seq))), max_tokens, False)
+        return _pll(run, seq, max_tokens)
+
+
+def _pll(model: Any, seq: str, max_tokens: int) -> float:
+    """`pseudo_log_likelihood` of a checked sequence, in whatever precision the caller set."""
+    lp = _masked_logprobs(model, seq, list(range(len(seq))), max_tokens, False)
     return float(sum(lp[i][_TOKEN[a]] for i, a in enumerate(seq)))
 
 
@@ -460,7 +465,7 @@ def _score_in(
     progress: bool,
 ) -> np.ndarray:
     if strategy == "pseudo-ppl":
-        ref = pseudo_log_likelihood(model, wt, max_tokens=max_tokens, precision="float32")
+        ref = _pll(model, wt, max_tokens)
         cache: dict[str, float] = {}
         out = []
         for muts in parsed:
@@ -469,9 +474,7 @@ def _score_in(
                 s[m.index] = m.mut
             key = "".join(s)
             if key not in cache:
-                cache[key] = pseudo_log_likelihood(
-                    model, key, max_tokens=max_tokens, precision="float32"
-                )  # already inside the caller's precision
+                cache[key] = _pll(model, key, max_tokens)
             out.append(cache[key] - ref)
         return np.asarray(out, dtype=np.float64)
     positions = sorted({m.index for muts in parsed for m in muts})
