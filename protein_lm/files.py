@@ -323,12 +323,12 @@ def atomic_output_dir(
                 f"Output directory {shown!r} is a file, not a folder; remove it or choose "
                 "another directory"
             )
-        if final.exists() and any(final.iterdir()) and not overwrite:
-            raise InvalidInputError(
-                f"Output directory {shown!r} already exists and is not empty; choose a new "
-                "directory or pass overwrite=True (CLI: --overwrite)"
-            )
         if final.exists() and any(final.iterdir()):
+            if not overwrite:
+                raise InvalidInputError(
+                    f"Output directory {shown!r} already exists and is not empty; choose a new "
+                    "directory or pass overwrite=True (CLI: --overwrite)"
+                )
             _check_replaceable(final, shown, marker)
         _remove_stale(final)
         tmp = Path(
