@@ -377,11 +377,9 @@ def check_mutated_sequences(
             muts = parse_mutant(str(text), wt, offset, row=row)
         except InvalidInputError:
             continue
-        expected = list(wt)
-        for m in muts:
-            expected[m.index] = m.mut
+        expected = _mutated(wt, muts)
         given = str(given).strip().upper()
-        if given != "".join(expected):
+        if given != expected:
             where = next(
                 (k for k, (a, b) in enumerate(zip(given, expected)) if a != b),
                 min(len(given), len(expected)),
@@ -469,10 +467,7 @@ def _score_in(
         cache: dict[str, float] = {}
         out = []
         for muts in parsed:
-            s = list(wt)
-            for m in muts:
-                s[m.index] = m.mut
-            key = "".join(s)
+            key = _mutated(wt, muts)
             if key not in cache:
                 cache[key] = _pll(model, key, max_tokens)
             out.append(cache[key] - ref)
@@ -491,6 +486,14 @@ def _score_in(
         ],
         dtype=np.float64,
     )
+
+
+def _mutated(wt: str, muts: tuple[Mutation, ...]) -> str:
+    """`wt` with every mutation of one variant applied."""
+    seq = list(wt)
+    for m in muts:
+        seq[m.index] = m.mut
+    return "".join(seq)
 
 
 def _lm(model: Any) -> Any:
