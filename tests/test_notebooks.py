@@ -8,12 +8,13 @@ the majority class) is checked where it runs, once: `notebooks/conftest.py` adds
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
+
+import notebook_checks
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -21,10 +22,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 def _notebook_checks():
     """notebooks/conftest.py as a module (its EXPECTED table names every notebook)."""
-    spec = importlib.util.spec_from_file_location("notebook_checks", NOTEBOOKS / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return notebook_checks.load()
 
 
 EXPECTED = _notebook_checks().EXPECTED

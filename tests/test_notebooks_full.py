@@ -11,11 +11,12 @@ and `make test-full-path` runs them; `.ci/run` runs both.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
+
+import notebook_checks
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 FULL_PATH = [
@@ -24,13 +25,6 @@ FULL_PATH = [
     "embeddings_and_variants.ipynb",
     "protein_folding.ipynb",
 ]
-
-
-def _noise() -> tuple[str, ...]:
-    spec = importlib.util.spec_from_file_location("notebook_checks", NOTEBOOKS / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.NOISE
 
 
 @pytest.mark.full_path
@@ -54,7 +48,7 @@ def test_full_path_runs_top_to_bottom_on_the_tiny_model(name: str, tmp_path: Pat
     client.execute()  # raises CellExecutionError naming the cell on any error
     stderr = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                      for o in c.outputs if o.get("name") == "stderr")
-    noise = [n for n in _noise() if n in stderr]
+    noise = [n for n in notebook_checks.load().NOISE if n in stderr]
     assert not noise, f"TensorFlow start-up lines in {name}: {noise}"
     stdout = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                      for o in c.outputs if o.get("name") == "stdout")
